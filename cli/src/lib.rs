@@ -1,0 +1,1 @@
+//! `dispatchctl` (issue 6: not built yet).

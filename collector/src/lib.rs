@@ -1,0 +1,1 @@
+//! Journal -> SQLite traces database, exactly once. (Issue 5: not built yet.)

@@ -1,0 +1,1 @@
+//! The Dispatch agent server (issue 4: not built yet).
