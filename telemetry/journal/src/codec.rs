@@ -46,6 +46,9 @@ pub struct Line {
 
 /// What a line decodes to.
 #[derive(Debug, Clone, PartialEq)]
+// Not boxed: a decoded line is moved once, and a box would cost the collector an
+// allocation per line on its hot path.
+#[allow(clippy::large_enum_variant)]
 pub enum Decoded {
     /// A v1 record of a kind this build knows.
     Record(Line),

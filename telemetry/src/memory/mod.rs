@@ -1,0 +1,289 @@
+//! The memory sampler: one `memory.sample` per tick, from its own OS thread.
+//!
+//! Each figure keeps its source: RSS from `/proc/self/statm` (read through a kept-open
+//! descriptor), peak, anonymous and file RSS and the thread count from `/proc/self/status`,
+//! cgroup v2 `memory.*` files when the process is in a cgroup v2 memory controller, jemalloc
+//! statistics after one `epoch` advance (feature `jemalloc`), and the host's load gauges from
+//! a [`LoadSource`]. An unreadable figure is absent, never 0 and never taken from another
+//! source. The sampler is the only code that advances the jemalloc epoch: `/metrics` and
+//! error records reuse [`Sampler::last`].
+
+mod cgroup;
+#[cfg(feature = "jemalloc")]
+pub mod jemalloc;
+mod procfs;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use dispatch_journal::Record;
+use dispatch_journal::env;
+use dispatch_journal::record::{Load, MemorySample};
+use parking_lot::{Condvar, Mutex};
+
+use crate::config::{ConfigError, env_millis};
+use crate::journal::Journal;
+
+/// Load gauges the host application supplies at each sample.
+pub trait LoadSource: Send + Sync + 'static {
+    /// The gauges now. Called on the sampler thread; keep it cheap (atomics, no locks held
+    /// across awaits, no I/O).
+    fn load(&self) -> Load;
+}
+
+/// Settings for [`Sampler`].
+#[derive(Clone)]
+pub struct SamplerBuilder {
+    interval: Duration,
+    load: Option<Arc<dyn LoadSource>>,
+}
+
+impl Default for SamplerBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sampler {
+    /// Sampling period. Env: `DISPATCH_SAMPLE_INTERVAL_MS`.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+}
+
+impl SamplerBuilder {
+    /// Every default, no load gauges.
+    pub fn new() -> Self {
+        SamplerBuilder { interval: Sampler::DEFAULT_INTERVAL, load: None }
+    }
+
+    /// Sample every `every` (at least 10 ms). Default: [`Sampler::DEFAULT_INTERVAL`]. Env:
+    /// `DISPATCH_SAMPLE_INTERVAL_MS`.
+    pub fn interval(self, every: Duration) -> Self {
+        SamplerBuilder { interval: every.max(Duration::from_millis(10)), ..self }
+    }
+
+    /// Where the `load` gauges come from. Default: none (the field is absent).
+    pub fn load_source(self, source: Arc<dyn LoadSource>) -> Self {
+        SamplerBuilder { load: Some(source), ..self }
+    }
+
+    /// Applies `DISPATCH_SAMPLE_INTERVAL_MS`.
+    pub fn with_env(self) -> Result<Self, ConfigError> {
+        Ok(match env_millis(env::SAMPLE_INTERVAL_MS)? {
+            Some(d) => self.interval(d),
+            None => self,
+        })
+    }
+
+    /// Starts the `dispatch-mem-sampler` thread, which takes a first sample at once and then
+    /// one per interval, emitting each to `journal`.
+    ///
+    /// # Errors
+    /// `/proc/self/statm` cannot be opened, or the thread cannot be spawned.
+    pub fn start(self, journal: Journal) -> Result<Sampler, SamplerError> {
+        let mut probe = MemoryProbe::new(Some(journal.uptime_origin()))?;
+        probe.load = self.load.clone();
+        probe.journal = Some(journal.clone());
+        let shared = Arc::new(SamplerShared {
+            last: Mutex::new(None),
+            alive: AtomicBool::new(true),
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+            samples: AtomicU64::new(0),
+        });
+        let thread_shared = shared.clone();
+        let interval = self.interval;
+        let thread = std::thread::Builder::new()
+            .name("dispatch-mem-sampler".into())
+            .spawn(move || {
+                let s = thread_shared;
+                let mut next = Instant::now();
+                loop {
+                    let sample = probe.sample();
+                    journal.emit(Record::MemorySample(sample.clone()));
+                    *s.last.lock() = Some(sample);
+                    s.samples.fetch_add(1, Ordering::Relaxed);
+                    next += interval;
+                    let now = Instant::now();
+                    if next < now {
+                        // Fell behind (suspended, overloaded): skip missed ticks.
+                        next = now + interval;
+                    }
+                    let mut stop = s.stop.lock();
+                    while !*stop {
+                        if s.wake.wait_until(&mut stop, next).timed_out() {
+                            break;
+                        }
+                    }
+                    if *stop {
+                        break;
+                    }
+                }
+                s.alive.store(false, Ordering::Relaxed);
+            })
+            .map_err(SamplerError::Thread)?;
+        Ok(Sampler { shared, thread: Some(thread) })
+    }
+}
+
+/// Why the sampler could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SamplerError {
+    /// A `/proc` file every Linux process has could not be opened.
+    #[error("opening {path}")]
+    Proc {
+        /// The file.
+        path: &'static str,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The thread could not be spawned.
+    #[error("starting the sampler thread")]
+    Thread(#[source] std::io::Error),
+}
+
+impl SamplerError {
+    /// Stable snake_case code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SamplerError::Proc { .. } => "sampler_proc_unreadable",
+            SamplerError::Thread(_) => "sampler_thread_failed",
+        }
+    }
+}
+
+struct SamplerShared {
+    last: Mutex<Option<MemorySample>>,
+    alive: AtomicBool,
+    stop: Mutex<bool>,
+    wake: Condvar,
+    samples: AtomicU64,
+}
+
+/// A running sampler. Stops when dropped or [`Sampler::stop`]ped.
+pub struct Sampler {
+    shared: Arc<SamplerShared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Sampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sampler").field("samples", &self.samples_taken()).finish()
+    }
+}
+
+impl Sampler {
+    /// The most recent sample (no new epoch advance).
+    pub fn last(&self) -> Option<MemorySample> {
+        self.shared.last.lock().clone()
+    }
+
+    /// Whether the sampler thread is running.
+    pub fn is_alive(&self) -> bool {
+        self.shared.alive.load(Ordering::Relaxed)
+            && self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Samples taken so far.
+    pub fn samples_taken(&self) -> u64 {
+        self.shared.samples.load(Ordering::Relaxed)
+    }
+
+    /// Stops the thread and waits for it (at most one sample's time).
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        *self.shared.stop.lock() = true;
+        self.shared.wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Takes samples. The sampler thread owns one; benchmarks and tests can make their own.
+pub struct MemoryProbe {
+    proc: procfs::ProcSelf,
+    cgroup: Option<cgroup::CgroupFiles>,
+    #[cfg(feature = "jemalloc")]
+    jemalloc: Option<jemalloc::Stats>,
+    load: Option<Arc<dyn LoadSource>>,
+    journal: Option<Journal>,
+    origin: Instant,
+}
+
+impl MemoryProbe {
+    /// Opens `/proc/self/statm` and `/proc/self/status` (kept open), finds the cgroup v2
+    /// memory files and looks up the jemalloc MIBs once. `origin` is the process start for
+    /// `uptime_ms` (default: now).
+    ///
+    /// # Errors
+    /// A `/proc/self` file cannot be opened.
+    pub fn new(origin: Option<Instant>) -> Result<Self, SamplerError> {
+        Ok(MemoryProbe {
+            proc: procfs::ProcSelf::open()?,
+            cgroup: cgroup::CgroupFiles::discover(),
+            #[cfg(feature = "jemalloc")]
+            jemalloc: jemalloc::Stats::new(),
+            load: None,
+            journal: None,
+            origin: origin.unwrap_or_else(Instant::now),
+        })
+    }
+
+    /// Sets where the `load` gauges come from.
+    pub fn set_load_source(&mut self, source: Arc<dyn LoadSource>) {
+        self.load = Some(source);
+    }
+
+    /// Takes one sample now. With the `jemalloc` feature this advances the jemalloc epoch.
+    pub fn sample(&mut self) -> MemorySample {
+        let t0 = Instant::now();
+        let mut s = MemorySample::default();
+        self.proc.read_into(&mut s);
+        #[cfg(feature = "jemalloc")]
+        {
+            s.jemalloc = self.jemalloc.as_ref().and_then(|j| j.read());
+        }
+        s.cgroup = self.cgroup.as_mut().and_then(|c| c.read());
+        s.load = self.load.as_ref().map(|l| l.load());
+        s.uptime_ms = Some(self.origin.elapsed().as_millis() as u64);
+        if let Some(j) = &self.journal {
+            let d = j.take_dropped();
+            s.dropped = (d > 0).then_some(d);
+        }
+        s.cost_us = Some(t0.elapsed().as_micros() as u64);
+        s
+    }
+}
+
+impl Journal {
+    /// The instant the journal was opened, the sampler's uptime origin.
+    pub(crate) fn uptime_origin(&self) -> Instant {
+        Instant::now() - self.uptime()
+    }
+}
+
+/// This thread's cumulative (allocated, deallocated) bytes from jemalloc's per-thread
+/// counters, or `None` without the `jemalloc` feature. Cheap (two loads through cached
+/// pointers): wrap each poll of a task to attribute its allocations.
+pub fn thread_allocated_bytes() -> Option<(u64, u64)> {
+    #[cfg(feature = "jemalloc")]
+    {
+        jemalloc::thread_counters()
+    }
+    #[cfg(not(feature = "jemalloc"))]
+    {
+        None
+    }
+}
