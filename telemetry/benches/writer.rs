@@ -57,6 +57,25 @@ fn run(threads: usize, lines: usize) -> (f64, f64, u64) {
     ((threads * per) as f64 / secs, bytes as f64 / secs / 1e6, dropped)
 }
 
+/// The anchor: `dd` appending the same number of same-sized blocks (one write(2) each, no
+/// encoding, no lock), then fdatasync, to a file in the same temp directory.
+fn dd_anchor(lines: usize, block: usize) -> Option<f64> {
+    let dir = tempfile::tempdir().ok()?;
+    let out = dir.path().join("dd.out");
+    let start = Instant::now();
+    let status = std::process::Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", out.display()))
+        .arg(format!("bs={block}"))
+        .arg(format!("count={lines}"))
+        .arg("oflag=append")
+        .arg("conv=notrunc,fdatasync")
+        .stderr(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    status.success().then(|| lines as f64 / start.elapsed().as_secs_f64())
+}
+
 fn main() {
     let lines: usize = std::env::args()
         .skip(1)
@@ -64,6 +83,23 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
     println!("journal writer, {lines} lines per run, median of 3");
+    let mut sample = Vec::new();
+    dispatch_journal::PendingLine::encode(
+        dispatch_journal::Timestamp::now(),
+        "6f1c2d9e-8a41-4b7e-9a55-0c1e2f3a4b5c",
+        "bench",
+        &record(0, 0),
+    )
+    .expect("encodes")
+    .finish_into(123_456, &mut sample);
+    println!("line size: {} bytes", sample.len());
+    match dd_anchor(lines, sample.len()) {
+        Some(lps) => println!(
+            "anchor dd bs={} count={lines} oflag=append conv=fdatasync: lines/s={lps:>10.0}",
+            sample.len()
+        ),
+        None => println!("anchor dd: not available"),
+    }
     for threads in [1, 8] {
         let mut runs: Vec<_> = (0..3).map(|_| run(threads, lines)).collect();
         runs.sort_by(|a, b| a.0.total_cmp(&b.0));

@@ -2,7 +2,6 @@
 //! Alone in its test binary, so no other test thread allocates or exits meanwhile.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-
 #![cfg(feature = "jemalloc")]
 
 #[path = "support/jemalloc.rs"]

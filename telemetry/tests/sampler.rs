@@ -2,7 +2,6 @@
 //! with the same `malloc_conf` the server exports.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-
 #![cfg(feature = "jemalloc")]
 
 #[path = "support/common.rs"]

@@ -63,3 +63,47 @@ pub(crate) fn enforce_budget(
     }
     Ok(deleted)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(dir: &Path, n: u64, bytes: usize) {
+        fs::write(dir.join(SegmentName::new("s", n).file_name()), vec![b'x'; bytes]).unwrap();
+    }
+    fn present(dir: &Path) -> Vec<u64> {
+        list_segments(dir, "s").unwrap().iter().map(|f| f.name.segment).collect()
+    }
+
+    #[test]
+    fn deletes_oldest_first_but_keeps_undrained_crash_segments() {
+        let d = tempfile::tempdir().unwrap();
+        for n in 0..10 {
+            seg(d.path(), n, 1000);
+        }
+        fs::write(d.path().join("other.000000.ndjson"), vec![b'x'; 50_000]).unwrap();
+        fs::write(d.path().join(SegmentName::new("s", 2).keep_marker()), b"").unwrap();
+        let deleted = enforce_budget(d.path(), "s", 3000, Some(9)).unwrap();
+        assert_eq!(deleted, 7);
+        assert_eq!(present(d.path()), vec![2, 8, 9], "kept segment 2 survives the budget");
+        assert!(
+            d.path().join("other.000000.ndjson").exists(),
+            "another service's files are not ours"
+        );
+        // Once the collector marks it drained, the budget may take it, with its markers.
+        let s2 = SegmentName::new("s", 2);
+        fs::write(d.path().join(s2.drained_marker()), b"").unwrap();
+        enforce_budget(d.path(), "s", 2000, Some(9)).unwrap();
+        assert_eq!(present(d.path()), vec![8, 9]);
+        assert!(!d.path().join(s2.keep_marker()).exists());
+        assert!(!d.path().join(s2.drained_marker()).exists());
+    }
+
+    #[test]
+    fn never_deletes_the_current_segment() {
+        let d = tempfile::tempdir().unwrap();
+        seg(d.path(), 0, 10_000);
+        assert_eq!(enforce_budget(d.path(), "s", 100, Some(0)).unwrap(), 0);
+        assert_eq!(present(d.path()), vec![0]);
+    }
+}

@@ -1,7 +1,6 @@
 //! Helpers shared by the writer tests: read a journal directory back, strictly.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-
 #![allow(dead_code)]
 
 use std::path::Path;

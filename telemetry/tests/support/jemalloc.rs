@@ -1,6 +1,5 @@
 //! jemalloc as this test binary's allocator, with the server's `malloc_conf`, and helpers.
 
-
 #![allow(dead_code)]
 
 #[global_allocator]
