@@ -1,0 +1,221 @@
+//! `dispatch-collector`: drain the journal into the traces database (one-shot or `--follow`),
+//! or print what the database holds (`--status`).
+//!
+//! Exit codes: 0 success; 1 finished but skipped bad input (each skip is listed on stderr);
+//! 2 failure (including another collector holding the database).
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use dispatch_collector::{Collector, Summary, schema, status};
+
+/// Drains the Dispatch journal exactly once into the SQLite traces database.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+#[deny(missing_docs)]
+struct Cli {
+    /// Journal directory to drain.
+    #[arg(
+        long,
+        visible_alias = "journal-dir",
+        env = "DISPATCH_JOURNAL_DIR",
+        required_unless_present = "status"
+    )]
+    journal: Option<PathBuf>,
+    /// Traces database (created 0600 when missing).
+    #[arg(long, visible_alias = "traces-db", env = "DISPATCH_TRACES_DB")]
+    db: PathBuf,
+    /// Keep tailing the journal (new lines, new segments) until SIGTERM or SIGINT.
+    #[arg(long, conflicts_with = "status")]
+    follow: bool,
+    /// Print what the database holds instead of draining.
+    #[arg(long)]
+    status: bool,
+    /// One JSON object on stdout instead of a line of text.
+    #[arg(long)]
+    json: bool,
+    /// Delete rows older than this many days (from the newest record); 0 keeps everything.
+    #[arg(long, default_value_t = 30)]
+    retention_days: u64,
+    /// Never draw a progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("dispatch-collector: error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if cli.status {
+        return print_status(&cli);
+    }
+    let journal = cli.journal.clone().context("--journal is required")?;
+    let retention =
+        (cli.retention_days > 0).then(|| Duration::from_secs(cli.retention_days * 86_400));
+    let mut collector = Collector::builder(&journal, &cli.db)
+        .retention(retention)
+        .open()
+        .with_context(|| format!("opening {}", cli.db.display()))?;
+    let summary = if cli.follow {
+        signal::install().context("installing the SIGTERM handler")?;
+        collector.follow(signal::stop_flag())
+    } else {
+        let bar =
+            (!cli.no_progress && std::io::stderr().is_terminal()).then(|| progress_bar(&collector));
+        let s = collector.drain_once();
+        if let Some((done, handle)) = bar {
+            done.store(true, Ordering::Relaxed);
+            let _ = handle.join();
+        }
+        s
+    }
+    .with_context(|| format!("draining {} into {}", journal.display(), cli.db.display()))?;
+    report(&cli, &summary)?;
+    Ok(if summary.skipped_input() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn report(cli: &Cli, s: &Summary) -> anyhow::Result<()> {
+    for issue in &s.issues {
+        eprintln!("dispatch-collector: skipped {issue}");
+    }
+    let listed = s.issues.len() as u64;
+    if s.quarantined + s.truncated_segments > listed {
+        eprintln!(
+            "dispatch-collector: ... and {} more (see the ingest_errors table)",
+            s.quarantined + s.truncated_segments - listed
+        );
+    }
+    let mut out = std::io::stdout().lock();
+    if cli.json {
+        writeln!(out, "{}", s.to_json())?;
+    } else {
+        let secs = s.elapsed.as_secs_f64();
+        writeln!(
+            out,
+            "{} lines, {} records, {} quarantined, {} unknown kinds, {} duplicates in {:.2}s ({:.0} lines/s)",
+            s.lines,
+            s.records,
+            s.quarantined,
+            s.unknown_kinds,
+            s.duplicates,
+            secs,
+            if secs > 0.0 { s.lines as f64 / secs } else { 0.0 }
+        )?;
+    }
+    Ok(())
+}
+
+fn print_status(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let conn =
+        schema::open_read_only(&cli.db).with_context(|| format!("opening {}", cli.db.display()))?;
+    let st = status::status(&conn).with_context(|| format!("reading {}", cli.db.display()))?;
+    let mut out = std::io::stdout().lock();
+    if cli.json {
+        writeln!(out, "{}", st.to_json())?;
+    } else {
+        writeln!(
+            out,
+            "{} records, {} segments, {} ingest errors",
+            st.total_records(),
+            st.segments,
+            st.ingest_errors
+        )?;
+        for (kind, n) in &st.kinds {
+            writeln!(out, "  {kind:<22} {n:>12}")?;
+        }
+        for (boot, n, seq) in &st.boots {
+            let seq = seq.map_or_else(|| "-".to_string(), |s| s.to_string());
+            writeln!(out, "  boot {boot}  {n:>12} records  last seq {seq}")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Draws `[#####.....] 42% 12.3 MiB/29.0 MiB` on stderr (a terminal) until told to stop.
+fn progress_bar(c: &Collector) -> (std::sync::Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let progress = c.progress();
+    let stop = std::sync::Arc::clone(&done);
+    let handle = std::thread::spawn(move || {
+        let mut drawn = false;
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(200));
+            let total = progress.total_bytes.load(Ordering::Relaxed);
+            let now = progress.done_bytes.load(Ordering::Relaxed);
+            if total < 8 << 20 {
+                continue; // small drains finish before a bar helps
+            }
+            let frac = (now as f64 / total as f64).min(1.0);
+            let filled = (frac * 30.0) as usize;
+            eprint!(
+                "\r[{}{}] {:>3.0}% {:.1}/{:.1} MiB",
+                "#".repeat(filled),
+                ".".repeat(30 - filled),
+                frac * 100.0,
+                now as f64 / 1048576.0,
+                total as f64 / 1048576.0
+            );
+            drawn = true;
+        }
+        if drawn {
+            eprint!("\r{}\r", " ".repeat(60));
+        }
+    });
+    (done, handle)
+}
+
+mod signal {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static STOP: AtomicBool = AtomicBool::new(false);
+
+    /// Set by SIGTERM or SIGINT.
+    pub fn stop_flag() -> &'static AtomicBool {
+        &STOP
+    }
+
+    extern "C" fn on_signal(_signo: libc::c_int) {
+        // Only an atomic store: async-signal-safe.
+        STOP.store(true, Ordering::Relaxed);
+    }
+
+    /// Installs the SIGTERM and SIGINT handler that sets [`stop_flag`].
+    #[allow(unsafe_code)] // sigaction has no safe wrapper in std; tokio is not used here.
+    pub fn install() -> std::io::Result<()> {
+        for signo in [libc::SIGTERM, libc::SIGINT] {
+            // SAFETY: `sigaction` is zero-initialisable (a plain C struct: an all-zero value is
+            // "default handler, empty mask, no flags"). The handler we install only stores to a
+            // static atomic, which is async-signal-safe, and it lives for the whole program.
+            let rc = unsafe {
+                let mut act: libc::sigaction = std::mem::zeroed();
+                act.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+                act.sa_flags = libc::SA_RESTART;
+                libc::sigemptyset(&mut act.sa_mask);
+                libc::sigaction(signo, &act, std::ptr::null_mut())
+            };
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,69 @@
+//! Retention by age, in bounded chunks.
+//!
+//! Age is measured back from the newest record stored, not from the wall clock, so draining an
+//! old journal never deletes what it has just stored. Each chunk is its own transaction of at
+//! most `chunk_rows` rows, so the writer is never held up for long.
+
+use rusqlite::{Connection, params};
+
+use crate::query::first_key_at;
+use crate::schema::{KEYED_TABLES, SEQ_BITS};
+
+/// Deletes rows of every keyed table and hourly rollups older than `age` before the newest
+/// record (boots, segments and `ingest_errors` are kept: they are small and explain gaps). Returns rows deleted.
+///
+/// # Errors
+/// SQLite errors.
+pub fn apply(
+    conn: &mut Connection,
+    age: std::time::Duration,
+    chunk_rows: usize,
+) -> rusqlite::Result<u64> {
+    let newest: Option<i64> =
+        conn.query_row("SELECT max(last_ts_ms) FROM boots", [], |r| r.get(0))?;
+    let Some(newest) = newest else { return Ok(0) };
+    let cutoff = newest.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
+    let boots: Vec<(i64, i64)> = {
+        let mut stmt = conn.prepare(
+            "SELECT boot_no, coalesce(last_ts_ms, 0) FROM boots WHERE coalesce(first_ts_ms, 0) < ?1",
+        )?;
+        stmt.query_map(params![cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?
+    };
+    let chunk = i64::try_from(chunk_rows).unwrap_or(i64::MAX);
+    let mut deleted = 0u64;
+    for (boot_no, last_ts) in boots {
+        let (blo, bhi) = (boot_no << SEQ_BITS, (boot_no + 1) << SEQ_BITS);
+        for (table, _) in KEYED_TABLES {
+            let hi =
+                if last_ts < cutoff { bhi } else { first_key_at(conn, table, blo, bhi, cutoff)? };
+            let sql = format!(
+                "DELETE FROM {table} WHERE id IN
+                    (SELECT id FROM {table} WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT ?3)"
+            );
+            loop {
+                let tx = conn.transaction()?;
+                let n = tx.execute(&sql, params![blo, hi, chunk])?;
+                tx.commit()?;
+                deleted += n as u64;
+                if (n as i64) < chunk {
+                    break;
+                }
+            }
+        }
+    }
+    loop {
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "DELETE FROM rollup_hourly WHERE (boot_no, hour_ms) IN
+                (SELECT boot_no, hour_ms FROM rollup_hourly WHERE hour_ms + 3600000 <= ?1 LIMIT ?2)",
+            params![cutoff, chunk],
+        )?;
+        tx.commit()?;
+        deleted += n as u64;
+        if (n as i64) < chunk {
+            break;
+        }
+    }
+    Ok(deleted)
+}

@@ -1,0 +1,489 @@
+//! The traces database: file permissions, the one-writer lock, pragmas and versioned
+//! migrations (`PRAGMA user_version`).
+//!
+//! Every table is `STRICT`; timestamps are integer Unix milliseconds (`*_ts_ms`, `ts_ms`).
+//! Rows of a record kind are keyed by `id = (boot_no << 40) | seq` (see [`record_key`]), an
+//! `INTEGER PRIMARY KEY`, which is both the exactly-once backstop (a replayed line hits the
+//! same key) and time order within a boot, so the hot tables need no secondary index.
+
+use std::fs::{File, OpenOptions, Permissions};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rusqlite::Connection;
+
+use crate::CollectorError;
+
+/// Bits of a record key that hold `seq`: `id = (boot_no << SEQ_BITS) | seq`.
+pub const SEQ_BITS: u32 = 40;
+/// The largest `seq` a record key can hold (2^40 - 1, about 35,000 years at 1,000 lines/s).
+pub const MAX_SEQ: u64 = (1 << SEQ_BITS) - 1;
+
+/// The key of line `seq` of boot number `boot_no`: `(boot_no << 40) | seq`. `None` when `seq`
+/// is over [`MAX_SEQ`].
+pub fn record_key(boot_no: i64, seq: u64) -> Option<i64> {
+    if seq <= MAX_SEQ { Some((boot_no << SEQ_BITS) | seq as i64) } else { None }
+}
+
+/// The `(boot_no, seq)` of a record key.
+pub fn split_key(id: i64) -> (i64, u64) {
+    (id >> SEQ_BITS, (id & MAX_SEQ as i64) as u64)
+}
+
+/// Mode of the database, its `-wal`/`-shm` files and the lock file: owner read/write only,
+/// whatever the umask. Traces hold conversation ids, error messages and backtraces.
+pub const DB_FILE_MODE: u32 = 0o600;
+
+/// SQLite page size for a new database; large pages suit the append-only, wide sample rows.
+pub const DEFAULT_PAGE_SIZE_BYTES: u32 = 16 * 1024;
+
+/// Schema migrations; entry `i` moves `user_version` from `i` to `i + 1`. Never edit a shipped
+/// entry: add one.
+const MIGRATIONS: &[&str] = &[MIGRATION_1];
+
+/// The schema version this build migrates to.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+const MIGRATION_1: &str = r#"
+CREATE TABLE boots (
+    boot_no       INTEGER PRIMARY KEY,
+    boot          TEXT NOT NULL UNIQUE,
+    service       TEXT,
+    first_ts_ms   INTEGER,
+    last_ts_ms    INTEGER,
+    first_seq     INTEGER,
+    last_seq      INTEGER,
+    records       INTEGER NOT NULL DEFAULT 0,
+    pid           INTEGER,
+    version       TEXT,
+    build_id      TEXT,
+    git_sha       TEXT,
+    host          TEXT,
+    started_ts_ms INTEGER,
+    stopped_ts_ms INTEGER,
+    stop_reason   TEXT
+) STRICT;
+
+CREATE TABLE segments (
+    segment_id    INTEGER PRIMARY KEY,
+    boot_no       INTEGER NOT NULL,
+    segment       INTEGER NOT NULL,
+    service       TEXT NOT NULL,
+    file_name     TEXT NOT NULL,
+    header_seq    INTEGER NOT NULL,
+    created_ts_ms INTEGER,
+    pid           INTEGER,
+    writer        TEXT,
+    offset_bytes  INTEGER NOT NULL,
+    line_no       INTEGER NOT NULL,
+    last_seq      INTEGER,
+    state         TEXT NOT NULL CHECK (state IN ('open', 'closed', 'truncated')),
+    size_bytes    INTEGER,
+    drained_ts_ms INTEGER,
+    UNIQUE (boot_no, segment)
+) STRICT;
+
+CREATE TABLE samples (
+    id                   INTEGER PRIMARY KEY,
+    ts_ms                INTEGER NOT NULL,
+    rss                  INTEGER,
+    hwm                  INTEGER,
+    rss_anon             INTEGER,
+    rss_file             INTEGER,
+    threads              INTEGER,
+    je_allocated         INTEGER,
+    je_active            INTEGER,
+    je_resident          INTEGER,
+    je_mapped            INTEGER,
+    je_retained          INTEGER,
+    je_metadata          INTEGER,
+    cg_current           INTEGER,
+    cg_peak              INTEGER,
+    cg_high              INTEGER,
+    cg_max               INTEGER,
+    cg_events_high       INTEGER,
+    cg_events_max        INTEGER,
+    cg_events_oom        INTEGER,
+    cg_events_oom_kill   INTEGER,
+    conversations_active INTEGER,
+    turns_in_flight      INTEGER,
+    queue_depth          INTEGER,
+    conversations_loaded INTEGER,
+    state_bytes          INTEGER,
+    uptime_ms            INTEGER,
+    cost_us              INTEGER,
+    dropped              INTEGER
+) STRICT;
+
+CREATE TABLE conversation_memory (
+    id            INTEGER PRIMARY KEY,
+    ts_ms         INTEGER NOT NULL,
+    conversation  TEXT NOT NULL,
+    turns         INTEGER,
+    history_bytes INTEGER,
+    live_bytes    INTEGER,
+    alloc_bytes   INTEGER,
+    freed_bytes   INTEGER
+) STRICT;
+
+CREATE TABLE turn_starts (
+    id           INTEGER PRIMARY KEY,
+    ts_ms        INTEGER NOT NULL,
+    conversation TEXT,
+    turn         TEXT,
+    provider     TEXT,
+    model        TEXT
+) STRICT;
+CREATE INDEX turn_starts_by_conversation ON turn_starts (conversation, turn);
+
+CREATE TABLE turn_ends (
+    id                    INTEGER PRIMARY KEY,
+    ts_ms                 INTEGER NOT NULL,
+    conversation          TEXT,
+    turn                  TEXT,
+    outcome               TEXT,
+    duration_ms           INTEGER,
+    steps                 INTEGER,
+    tool_calls            INTEGER,
+    output_bytes          INTEGER,
+    tool_output_truncated INTEGER,
+    alloc_bytes           INTEGER,
+    freed_bytes           INTEGER,
+    error                 TEXT
+) STRICT;
+CREATE INDEX turn_ends_by_conversation ON turn_ends (conversation, turn);
+
+-- One row per turn: its start joined with its end by (conversation, turn id). A turn sealed
+-- by the next boot has its end under that boot. Ends without a start (the start was never
+-- drained, or retention removed it) are listed with a NULL start.
+CREATE VIEW turns AS
+    SELECT s.conversation, s.turn, s.id >> 40 AS boot_no, s.ts_ms AS start_ts_ms,
+           e.ts_ms AS end_ts_ms, s.provider, s.model, e.outcome, e.duration_ms, e.steps,
+           e.tool_calls, e.output_bytes, e.tool_output_truncated, e.alloc_bytes,
+           e.freed_bytes, e.error
+    FROM turn_starts s
+    LEFT JOIN turn_ends e ON e.conversation = s.conversation AND e.turn = s.turn
+    UNION ALL
+    SELECT e.conversation, e.turn, e.id >> 40, NULL, e.ts_ms, NULL, NULL, e.outcome,
+           e.duration_ms, e.steps, e.tool_calls, e.output_bytes, e.tool_output_truncated,
+           e.alloc_bytes, e.freed_bytes, e.error
+    FROM turn_ends e
+    WHERE NOT EXISTS (SELECT 1 FROM turn_starts s
+                      WHERE s.conversation = e.conversation AND s.turn = e.turn);
+
+CREATE TABLE crashes (
+    id                   INTEGER PRIMARY KEY,
+    ts_ms                INTEGER NOT NULL,
+    signal               TEXT,
+    signo                INTEGER,
+    code                 INTEGER,
+    fault_address        TEXT,
+    thread               INTEGER,
+    thread_name          TEXT,
+    minidump             TEXT,
+    minidump_bytes       INTEGER,
+    dump_error           TEXT,
+    build_id             TEXT,
+    uptime_ms            INTEGER,
+    last_sample          TEXT,
+    active_conversations TEXT
+) STRICT;
+
+CREATE TABLE exits (
+    id          INTEGER PRIMARY KEY,
+    ts_ms       INTEGER NOT NULL,
+    status      INTEGER,
+    signal      TEXT,
+    signo       INTEGER,
+    core_dumped INTEGER,
+    oom_killed  INTEGER,
+    uptime_ms   INTEGER,
+    pid         INTEGER,
+    exited_boot TEXT
+) STRICT;
+
+CREATE TABLE panics (
+    id           INTEGER PRIMARY KEY,
+    ts_ms        INTEGER NOT NULL,
+    message      TEXT,
+    location     TEXT,
+    thread       TEXT,
+    backtrace    TEXT,
+    conversation TEXT,
+    turn         TEXT,
+    fatal        INTEGER
+) STRICT;
+
+CREATE TABLE errors (
+    id                   INTEGER PRIMARY KEY,
+    ts_ms                INTEGER NOT NULL,
+    message              TEXT,
+    code                 TEXT,
+    source               TEXT,
+    conversation         TEXT,
+    turn                 TEXT,
+    backtrace            TEXT,
+    active_conversations TEXT,
+    memory               TEXT
+) STRICT;
+
+-- Every other kind, known or not, as the raw line (process.start, process.stop, pressure,
+-- heap.profile, conversation.repair, journal.dropped, and kinds newer than this build).
+CREATE TABLE events (
+    id    INTEGER PRIMARY KEY,
+    ts_ms INTEGER NOT NULL,
+    kind  TEXT NOT NULL,
+    body  TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE ingest_errors (
+    error_id       INTEGER PRIMARY KEY,
+    segment_id     INTEGER,
+    file_name      TEXT NOT NULL,
+    offset_bytes   INTEGER NOT NULL,
+    line_no        INTEGER,
+    length_bytes   INTEGER NOT NULL,
+    code           TEXT NOT NULL,
+    reason         TEXT NOT NULL,
+    bytes          BLOB,
+    noticed_ts_ms  INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE rollup_hourly (
+    boot_no             INTEGER NOT NULL,
+    hour_ms             INTEGER NOT NULL,
+    samples             INTEGER NOT NULL,
+    rss_min             INTEGER,
+    rss_max             INTEGER,
+    rss_sum             INTEGER NOT NULL,
+    rss_n               INTEGER NOT NULL,
+    allocated_min       INTEGER,
+    allocated_max       INTEGER,
+    allocated_sum       INTEGER NOT NULL,
+    allocated_n         INTEGER NOT NULL,
+    resident_min        INTEGER,
+    resident_max        INTEGER,
+    resident_sum        INTEGER NOT NULL,
+    resident_n          INTEGER NOT NULL,
+    turns_started       INTEGER NOT NULL,
+    turns_in_flight_max INTEGER,
+    PRIMARY KEY (boot_no, hour_ms)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX rollup_hourly_by_hour ON rollup_hourly (hour_ms);
+"#;
+
+/// Tables whose rows are keyed by [`record_key`], with the kind each holds (`None`: the
+/// `kind` column says).
+pub(crate) const KEYED_TABLES: &[(&str, Option<&str>)] = &[
+    ("samples", Some("memory.sample")),
+    ("conversation_memory", Some("conversation.memory")),
+    ("turn_starts", Some("turn.start")),
+    ("turn_ends", Some("turn.end")),
+    ("crashes", Some("crash")),
+    ("exits", Some("exit")),
+    ("panics", Some("panic")),
+    ("errors", Some("error.unhandled")),
+    ("events", None),
+];
+
+/// The lock that makes one collector per database. Held until dropped.
+#[derive(Debug)]
+pub struct DbLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl DbLock {
+    /// Takes `<db>.lock` (created 0600), or fails with [`CollectorError::Locked`] naming the
+    /// holder's pid when another collector has it. Never waits.
+    pub fn acquire(db: &Path) -> Result<DbLock, CollectorError> {
+        let path = lock_path(db);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(DB_FILE_MODE)
+            .open(&path)
+            .map_err(CollectorError::io(&path, "opening the lock file"))?;
+        set_mode(&path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                let holder =
+                    if holder.is_empty() { "unknown".to_string() } else { holder.to_string() };
+                return Err(CollectorError::Locked { lock: path, holder });
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(CollectorError::io(&path, "locking the lock file")(e));
+            }
+        }
+        let note = format!("pid {}\n", std::process::id());
+        let written = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(note.as_bytes()));
+        written.map_err(CollectorError::io(&path, "writing the lock file"))?;
+        Ok(DbLock { _file: file, path })
+    }
+
+    /// The lock file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// `<db>.lock`.
+pub fn lock_path(db: &Path) -> PathBuf {
+    let mut s = db.as_os_str().to_owned();
+    s.push(".lock");
+    PathBuf::from(s)
+}
+
+fn sibling(db: &Path, suffix: &str) -> PathBuf {
+    let mut s = db.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn set_mode(path: &Path) -> Result<(), CollectorError> {
+    std::fs::set_permissions(path, Permissions::from_mode(DB_FILE_MODE))
+        .map_err(CollectorError::io(path, "setting permissions to 0600"))
+}
+
+/// Sets 0600 on the database and its `-wal`/`-shm` files where they exist.
+pub(crate) fn restrict_db_files(db: &Path) -> Result<(), CollectorError> {
+    for p in [db.to_path_buf(), sibling(db, "-wal"), sibling(db, "-shm")] {
+        match std::fs::metadata(&p) {
+            Ok(m) if m.permissions().mode() & 0o777 != DB_FILE_MODE => set_mode(&p)?,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(CollectorError::io(&p, "reading permissions")(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Opens (creating, 0600) the traces database for writing, sets WAL, `synchronous=NORMAL` and
+/// 16 KiB pages, and migrates it to [`SCHEMA_VERSION`].
+///
+/// # Errors
+/// [`CollectorError::SchemaTooNew`] when a newer collector wrote it; I/O and SQLite errors.
+pub fn open_for_writing(db: &Path) -> Result<Connection, CollectorError> {
+    // Create the files ourselves, 0600, before SQLite does: SQLite gives -wal and -shm the
+    // database file's mode.
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(DB_FILE_MODE)
+        .open(db)
+        .map_err(CollectorError::io(db, "creating the database"))?;
+    restrict_db_files(db)?;
+    let conn = Connection::open(db).map_err(CollectorError::db(db, "opening the database"))?;
+    let pragmas = format!(
+        "PRAGMA page_size = {DEFAULT_PAGE_SIZE_BYTES};
+         PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = NORMAL;
+         PRAGMA cache_size = -65536;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA busy_timeout = 5000;"
+    );
+    conn.execute_batch(&pragmas).map_err(CollectorError::db(db, "setting pragmas"))?;
+    conn.set_prepared_statement_cache_capacity(256);
+    migrate(&conn, db)?;
+    restrict_db_files(db)?;
+    Ok(conn)
+}
+
+/// Opens the traces database read-only, for queries (`dispatchctl`). Does not migrate.
+///
+/// # Errors
+/// [`CollectorError::SchemaTooNew`] for a database from a newer collector; SQLite errors,
+/// including a database that does not exist.
+pub fn open_read_only(db: &Path) -> Result<Connection, CollectorError> {
+    use rusqlite::OpenFlags;
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(db, flags)
+        .map_err(CollectorError::db(db, "opening the database read-only"))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(CollectorError::db(db, "setting the busy timeout"))?;
+    let found: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(CollectorError::db(db, "reading the schema version"))?;
+    if found > SCHEMA_VERSION {
+        return Err(CollectorError::SchemaTooNew { path: db.into(), found, max: SCHEMA_VERSION });
+    }
+    Ok(conn)
+}
+
+fn migrate(conn: &Connection, db: &Path) -> Result<(), CollectorError> {
+    let found: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(CollectorError::db(db, "reading the schema version"))?;
+    if found > SCHEMA_VERSION {
+        return Err(CollectorError::SchemaTooNew { path: db.into(), found, max: SCHEMA_VERSION });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(found).unwrap_or(0)) {
+        let to = i + 1;
+        let batch = format!("BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {to}; COMMIT;");
+        if let Err(e) = conn.execute_batch(&batch) {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(CollectorError::db(db, "migrating the schema")(e));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_split_back() {
+        let id = record_key(3, 12345).unwrap();
+        assert_eq!(split_key(id), (3, 12345));
+        assert_eq!(record_key(1, MAX_SEQ + 1), None);
+        assert!(record_key(1, 0).unwrap() > record_key(0, MAX_SEQ).unwrap());
+    }
+
+    #[test]
+    fn migrates_once_and_refuses_newer() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("t.db");
+        drop(open_for_writing(&db).unwrap());
+        let conn = open_for_writing(&db).unwrap();
+        let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+        assert_eq!(page, i64::from(DEFAULT_PAGE_SIZE_BYTES));
+        conn.execute_batch("PRAGMA user_version = 99").unwrap();
+        drop(conn);
+        let err = open_for_writing(&db).unwrap_err();
+        assert_eq!(err.code(), "collector_schema_too_new");
+    }
+
+    #[test]
+    fn strict_tables_reject_text_in_integer_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_for_writing(&dir.path().join("t.db")).unwrap();
+        let err = conn.execute("INSERT INTO samples (id, ts_ms, rss) VALUES (1, 2, 'x')", []);
+        assert!(err.is_err());
+    }
+
+    #[test]
+    fn second_lock_is_refused_with_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("t.db");
+        let first = DbLock::acquire(&db).unwrap();
+        let err = DbLock::acquire(&db).unwrap_err();
+        assert_eq!(err.code(), "collector_locked");
+        assert!(err.to_string().contains(&format!("pid {}", std::process::id())), "{err}");
+        drop(first);
+        DbLock::acquire(&db).unwrap();
+    }
+}

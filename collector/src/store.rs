@@ -1,0 +1,497 @@
+//! The writer side: one [`Batch`] of parsed lines becomes one SQLite transaction holding the
+//! rows, their ingest errors, the hourly rollups, the boot statistics and the checkpoints of
+//! the segments the lines came from. After a crash, either all of it is there or none is.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, Transaction, params};
+
+use crate::rows::{
+    BootMeta, COLUMNS, HeaderInfo, KeyedRow, N_TABLES, RowVals, S_ALLOCATED, S_RESIDENT, S_RSS,
+    S_TURNS_IN_FLIGHT, T_SAMPLES, T_TURN_STARTS,
+};
+use crate::schema::{KEYED_TABLES, SEQ_BITS, split_key};
+
+/// Rows per multi-row `INSERT`.
+const ROWS_PER_INSERT: usize = 64;
+
+/// A segment seen for the first time.
+#[derive(Debug, Clone)]
+pub(crate) struct NewSegment {
+    pub segment_id: i64,
+    pub boot_no: i64,
+    pub service: String,
+    pub file_name: String,
+    pub header_seq: u64,
+    pub header: HeaderInfo,
+}
+
+/// Where reading of one segment stands; committed with the rows it covers.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Checkpoint {
+    pub segment_id: i64,
+    pub offset_bytes: u64,
+    pub line_no: u64,
+    pub last_seq: Option<u64>,
+    pub state: SegmentState,
+    pub size_bytes: u64,
+    pub file_name: String,
+    pub drained: bool,
+}
+
+/// A segment's reading state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SegmentState {
+    /// May still grow.
+    Open,
+    /// A later segment exists and every byte has been read (a torn tail quarantined).
+    Closed,
+    /// The file became shorter than its checkpoint; reported once, never re-read.
+    Truncated,
+}
+
+impl SegmentState {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            SegmentState::Open => "open",
+            SegmentState::Closed => "closed",
+            SegmentState::Truncated => "truncated",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> SegmentState {
+        match s {
+            "closed" => SegmentState::Closed,
+            "truncated" => SegmentState::Truncated,
+            _ => SegmentState::Open,
+        }
+    }
+}
+
+/// A line (or a whole segment) that could not be ingested.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct IngestError {
+    pub segment_id: Option<i64>,
+    pub file_name: String,
+    pub offset_bytes: u64,
+    pub line_no: Option<u64>,
+    pub length_bytes: u64,
+    pub code: &'static str,
+    pub reason: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Counts a batch carries for the summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    /// Lines consumed (complete lines and quarantined torn tails).
+    pub lines: u64,
+    /// Bytes consumed.
+    pub bytes: u64,
+    /// Lines of a kind this build does not know.
+    pub unknown_kinds: u64,
+    /// Lines of a newer schema version.
+    pub too_new: u64,
+}
+
+/// Everything one transaction commits.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    pub new_boots: Vec<(i64, String, String)>,
+    pub new_segments: Vec<NewSegment>,
+    /// `journal.segment` header lines: (key, ts_ms); they count as records of their boot.
+    pub header_lines: Vec<(i64, i64)>,
+    pub rows: [Vec<KeyedRow>; N_TABLES],
+    pub boot_meta: Vec<(i64, BootMeta)>,
+    pub checkpoints: Vec<Checkpoint>,
+    pub errors: Vec<IngestError>,
+    /// Drained markers to create once the transaction is committed.
+    pub markers: Vec<PathBuf>,
+    pub counts: Counts,
+    /// The reader saw a `seq` that did not increase within a boot: check in-batch duplicates.
+    pub maybe_duplicate_in_batch: bool,
+}
+
+impl Batch {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.new_boots.is_empty()
+            && self.new_segments.is_empty()
+            && self.checkpoints.is_empty()
+            && self.errors.is_empty()
+            && self.markers.is_empty()
+            && self.rows.iter().all(Vec::is_empty)
+    }
+}
+
+/// What one committed batch did.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Committed {
+    /// Rows inserted (records and unknown kinds stored, headers included).
+    pub records: u64,
+    /// Rows ignored because their key was already stored.
+    pub duplicates: u64,
+}
+
+#[derive(Default, Clone, Copy)]
+struct MinMax {
+    min: Option<i64>,
+    max: Option<i64>,
+    sum: i64,
+    n: i64,
+}
+
+impl MinMax {
+    fn add(&mut self, v: Option<i64>) {
+        if let Some(v) = v {
+            self.min = Some(self.min.map_or(v, |m| m.min(v)));
+            self.max = Some(self.max.map_or(v, |m| m.max(v)));
+            self.sum = self.sum.saturating_add(v);
+            self.n += 1;
+        }
+    }
+}
+
+#[derive(Default)]
+struct Rollup {
+    samples: i64,
+    rss: MinMax,
+    allocated: MinMax,
+    resident: MinMax,
+    turns_started: i64,
+    turns_in_flight_max: Option<i64>,
+}
+
+#[derive(Default)]
+struct BootStats {
+    records: i64,
+    first_seq: Option<i64>,
+    last_seq: Option<i64>,
+    first_ts: Option<i64>,
+    last_ts: Option<i64>,
+}
+
+impl BootStats {
+    fn add(&mut self, seq: i64, ts: i64) {
+        self.records += 1;
+        self.first_seq = Some(self.first_seq.map_or(seq, |m| m.min(seq)));
+        self.last_seq = Some(self.last_seq.map_or(seq, |m| m.max(seq)));
+        self.first_ts = Some(self.first_ts.map_or(ts, |m| m.min(ts)));
+        self.last_ts = Some(self.last_ts.map_or(ts, |m| m.max(ts)));
+    }
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// Commits `batch` in one transaction.
+pub(crate) fn commit(
+    conn: &mut Connection,
+    batch: &mut Batch,
+    now_ms: i64,
+) -> rusqlite::Result<Committed> {
+    let tx = conn.transaction()?;
+    let mut done = Committed::default();
+    for (boot_no, boot, service) in &batch.new_boots {
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO boots (boot_no, boot, service) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![boot_no, boot, service])?;
+    }
+    for s in &batch.new_segments {
+        tx.prepare_cached(
+            "INSERT INTO segments (segment_id, boot_no, segment, service, file_name, header_seq,
+                 created_ts_ms, pid, writer, offset_bytes, line_no, last_seq, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, 0, NULL, 'open')",
+        )?
+        .execute(params![
+            s.segment_id,
+            s.boot_no,
+            i64::try_from(s.header.segment).unwrap_or(i64::MAX),
+            s.service,
+            s.file_name,
+            i64::try_from(s.header_seq).unwrap_or(i64::MAX),
+            s.header.created_ts_ms,
+            s.header.pid,
+            s.header.writer,
+        ])?;
+    }
+
+    let duplicates = drop_stored_keys(&tx, batch)?;
+    done.duplicates += duplicates;
+
+    let mut rollups: HashMap<(i64, i64), Rollup> = HashMap::new();
+    let mut boots: HashMap<i64, BootStats> = HashMap::new();
+    for &(key, ts) in &batch.header_lines {
+        let (boot_no, seq) = split_key(key);
+        boots.entry(boot_no).or_default().add(seq as i64, ts);
+        done.records += 1;
+    }
+    for (t, rows) in batch.rows.iter().enumerate() {
+        if rows.is_empty() {
+            continue;
+        }
+        let inserted = insert_rows(&tx, t, rows)?;
+        // Keys were filtered above, so every row lands; a shortfall means a key repeated in
+        // a way the filter could not see, and is counted rather than hidden.
+        done.duplicates += rows.len() as u64 - inserted;
+        done.records += inserted;
+        for r in rows {
+            let (boot_no, seq) = split_key(r.id);
+            boots.entry(boot_no).or_default().add(seq as i64, r.ts_ms);
+            if t == T_SAMPLES || t == T_TURN_STARTS {
+                let hour = r.ts_ms.div_euclid(HOUR_MS) * HOUR_MS;
+                let agg = rollups.entry((boot_no, hour)).or_default();
+                if let RowVals::Sample(v) = &r.vals {
+                    agg.samples += 1;
+                    agg.rss.add(v[S_RSS]);
+                    agg.allocated.add(v[S_ALLOCATED]);
+                    agg.resident.add(v[S_RESIDENT]);
+                    if let Some(f) = v[S_TURNS_IN_FLIGHT] {
+                        agg.turns_in_flight_max =
+                            Some(agg.turns_in_flight_max.map_or(f, |m| m.max(f)));
+                    }
+                } else {
+                    agg.turns_started += 1;
+                }
+            }
+        }
+    }
+    for ((boot_no, hour), a) in &rollups {
+        tx.prepare_cached(
+            "INSERT INTO rollup_hourly (boot_no, hour_ms, samples,
+                 rss_min, rss_max, rss_sum, rss_n,
+                 allocated_min, allocated_max, allocated_sum, allocated_n,
+                 resident_min, resident_max, resident_sum, resident_n,
+                 turns_started, turns_in_flight_max)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+             ON CONFLICT (boot_no, hour_ms) DO UPDATE SET
+                 samples = samples + excluded.samples,
+                 rss_min = coalesce(min(rss_min, excluded.rss_min), rss_min, excluded.rss_min),
+                 rss_max = coalesce(max(rss_max, excluded.rss_max), rss_max, excluded.rss_max),
+                 rss_sum = rss_sum + excluded.rss_sum,
+                 rss_n = rss_n + excluded.rss_n,
+                 allocated_min = coalesce(min(allocated_min, excluded.allocated_min),
+                                          allocated_min, excluded.allocated_min),
+                 allocated_max = coalesce(max(allocated_max, excluded.allocated_max),
+                                          allocated_max, excluded.allocated_max),
+                 allocated_sum = allocated_sum + excluded.allocated_sum,
+                 allocated_n = allocated_n + excluded.allocated_n,
+                 resident_min = coalesce(min(resident_min, excluded.resident_min),
+                                         resident_min, excluded.resident_min),
+                 resident_max = coalesce(max(resident_max, excluded.resident_max),
+                                         resident_max, excluded.resident_max),
+                 resident_sum = resident_sum + excluded.resident_sum,
+                 resident_n = resident_n + excluded.resident_n,
+                 turns_started = turns_started + excluded.turns_started,
+                 turns_in_flight_max = coalesce(max(turns_in_flight_max, excluded.turns_in_flight_max),
+                                                turns_in_flight_max, excluded.turns_in_flight_max)",
+        )?
+        .execute(params![
+            boot_no,
+            hour,
+            a.samples,
+            a.rss.min,
+            a.rss.max,
+            a.rss.sum,
+            a.rss.n,
+            a.allocated.min,
+            a.allocated.max,
+            a.allocated.sum,
+            a.allocated.n,
+            a.resident.min,
+            a.resident.max,
+            a.resident.sum,
+            a.resident.n,
+            a.turns_started,
+            a.turns_in_flight_max,
+        ])?;
+    }
+    for (boot_no, s) in &boots {
+        tx.prepare_cached(
+            "UPDATE boots SET records = records + ?2,
+                 first_seq = coalesce(min(first_seq, ?3), first_seq, ?3),
+                 last_seq = coalesce(max(last_seq, ?4), last_seq, ?4),
+                 first_ts_ms = coalesce(min(first_ts_ms, ?5), first_ts_ms, ?5),
+                 last_ts_ms = coalesce(max(last_ts_ms, ?6), last_ts_ms, ?6)
+             WHERE boot_no = ?1",
+        )?
+        .execute(params![
+            boot_no,
+            s.records,
+            s.first_seq,
+            s.last_seq,
+            s.first_ts,
+            s.last_ts
+        ])?;
+    }
+    for (boot_no, m) in &batch.boot_meta {
+        tx.prepare_cached(
+            "UPDATE boots SET pid = coalesce(?2, pid), version = coalesce(?3, version),
+                 build_id = coalesce(?4, build_id), git_sha = coalesce(?5, git_sha),
+                 host = coalesce(?6, host), started_ts_ms = coalesce(?7, started_ts_ms),
+                 stopped_ts_ms = coalesce(?8, stopped_ts_ms),
+                 stop_reason = coalesce(?9, stop_reason)
+             WHERE boot_no = ?1",
+        )?
+        .execute(params![
+            boot_no,
+            m.pid,
+            m.version,
+            m.build_id,
+            m.git_sha,
+            m.host,
+            m.started_ts_ms,
+            m.stopped_ts_ms,
+            m.stop_reason
+        ])?;
+    }
+    for e in &batch.errors {
+        tx.prepare_cached(
+            "INSERT INTO ingest_errors (segment_id, file_name, offset_bytes, line_no,
+                 length_bytes, code, reason, bytes, noticed_ts_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            e.segment_id,
+            e.file_name,
+            i64::try_from(e.offset_bytes).unwrap_or(i64::MAX),
+            e.line_no.map(|l| i64::try_from(l).unwrap_or(i64::MAX)),
+            i64::try_from(e.length_bytes).unwrap_or(i64::MAX),
+            e.code,
+            e.reason,
+            e.bytes,
+            now_ms,
+        ])?;
+    }
+    for c in &batch.checkpoints {
+        tx.prepare_cached(
+            "UPDATE segments SET offset_bytes = ?2, line_no = ?3,
+                 last_seq = coalesce(?4, last_seq), state = ?5, size_bytes = ?6, file_name = ?7,
+                 drained_ts_ms = CASE WHEN ?8 THEN coalesce(drained_ts_ms, ?9) END
+             WHERE segment_id = ?1",
+        )?
+        .execute(params![
+            c.segment_id,
+            i64::try_from(c.offset_bytes).unwrap_or(i64::MAX),
+            i64::try_from(c.line_no).unwrap_or(i64::MAX),
+            c.last_seq.map(|s| s as i64),
+            c.state.as_str(),
+            i64::try_from(c.size_bytes).unwrap_or(i64::MAX),
+            c.file_name,
+            c.drained,
+            now_ms,
+        ])?;
+    }
+    tx.commit()?;
+    Ok(done)
+}
+
+/// Removes from `batch` every row whose key is already stored (in any keyed table) or repeats
+/// within the batch; returns how many were removed.
+fn drop_stored_keys(tx: &Transaction<'_>, batch: &mut Batch) -> rusqlite::Result<u64> {
+    // Key range per boot over the whole batch.
+    let mut ranges: HashMap<i64, (i64, i64)> = HashMap::new();
+    for rows in &batch.rows {
+        for r in rows {
+            let e = ranges.entry(r.id >> SEQ_BITS).or_insert((r.id, r.id));
+            e.0 = e.0.min(r.id);
+            e.1 = e.1.max(r.id);
+        }
+    }
+    let mut stored: HashSet<i64> = HashSet::new();
+    for &(lo, hi) in ranges.values() {
+        for (table, _) in KEYED_TABLES {
+            let sql = format!("SELECT id FROM {table} WHERE id BETWEEN ?1 AND ?2");
+            let mut stmt = tx.prepare_cached(&sql)?;
+            let mut q = stmt.query(params![lo, hi])?;
+            while let Some(row) = q.next()? {
+                stored.insert(row.get(0)?);
+            }
+        }
+    }
+    if stored.is_empty() && !batch.maybe_duplicate_in_batch {
+        return Ok(0);
+    }
+    let mut removed = 0u64;
+    for rows in &mut batch.rows {
+        let before = rows.len();
+        rows.retain(|r| stored.insert(r.id));
+        removed += (before - rows.len()) as u64;
+    }
+    Ok(removed)
+}
+
+fn insert_sql(t: usize, n: usize) -> String {
+    let cols = COLUMNS[t];
+    let mut sql = format!("INSERT OR IGNORE INTO {} (id, ts_ms", KEYED_TABLES[t].0);
+    for c in cols {
+        sql.push_str(", ");
+        sql.push_str(c);
+    }
+    sql.push_str(") VALUES ");
+    let one = format!("(?{})", ", ?".repeat(cols.len() + 1));
+    for i in 0..n {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&one);
+    }
+    sql
+}
+
+thread_local! {
+    static SQL_CACHE: std::cell::RefCell<HashMap<(usize, usize), std::rc::Rc<str>>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+fn cached_sql(t: usize, n: usize) -> std::rc::Rc<str> {
+    SQL_CACHE
+        .with(|c| c.borrow_mut().entry((t, n)).or_insert_with(|| insert_sql(t, n).into()).clone())
+}
+
+/// Inserts rows of table `t` with multi-row `INSERT OR IGNORE`s; returns rows inserted.
+fn insert_rows(tx: &Transaction<'_>, t: usize, rows: &[KeyedRow]) -> rusqlite::Result<u64> {
+    let mut inserted = 0u64;
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let sql = cached_sql(t, chunk.len());
+        let mut stmt = tx.prepare_cached(&sql)?;
+        let mut i = 1usize;
+        for r in chunk {
+            stmt.raw_bind_parameter(i, r.id)?;
+            stmt.raw_bind_parameter(i + 1, r.ts_ms)?;
+            i += 2;
+            match &r.vals {
+                RowVals::Sample(v) => {
+                    for x in v.iter() {
+                        stmt.raw_bind_parameter(i, x)?;
+                        i += 1;
+                    }
+                }
+                RowVals::Other(v) => {
+                    for x in v {
+                        match x {
+                            Value::Text(s) => stmt.raw_bind_parameter(i, s.as_str())?,
+                            other => stmt.raw_bind_parameter(i, other)?,
+                        }
+                        i += 1;
+                    }
+                }
+            }
+        }
+        inserted += stmt.raw_execute()? as u64;
+    }
+    Ok(inserted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_sql_has_one_placeholder_per_column() {
+        let sql = insert_sql(T_SAMPLES, 2);
+        assert_eq!(sql.matches('?').count(), 2 * (COLUMNS[T_SAMPLES].len() + 2));
+        assert!(sql.starts_with("INSERT OR IGNORE INTO samples (id, ts_ms, rss"));
+    }
+}

@@ -1,0 +1,203 @@
+//! A synthetic journal with a realistic kind mix, built with `dispatch_journal::encode` only
+//! (never the collector under test). Shared by the tests and `benches/ingest.rs`.
+#![allow(dead_code)]
+
+use dispatch_journal::record::*;
+use dispatch_journal::{Envelope, Record, SegmentName, Timestamp, encode};
+
+/// Start of synthetic time: 2026-06-28T00:00:00.000Z.
+pub const T0_MS: i64 = 1_782_604_800_000;
+
+/// A tiny deterministic PRNG (xorshift64*), so runs are reproducible without a crate.
+pub struct Rng(pub u64);
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A boot id that looks like the writer's.
+pub fn boot_id(n: u64) -> String {
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&n.to_le_bytes());
+    bytes[8..].copy_from_slice(&(n.wrapping_mul(0x9e37_79b9_7f4a_7c15)).to_le_bytes());
+    dispatch_journal::boot_id_from_random(bytes)
+}
+
+/// Writes lines of one boot; `seq` counts every line, headers included.
+pub struct Gen {
+    pub boot: String,
+    pub seq: u64,
+    pub ts_ms: i64,
+    pub rng: Rng,
+    pub turn_no: u64,
+    pub open_turns: Vec<(String, String)>,
+}
+
+impl Gen {
+    pub fn new(boot_no: u64) -> Gen {
+        Gen {
+            boot: boot_id(boot_no),
+            seq: 0,
+            ts_ms: T0_MS,
+            rng: Rng(0x1234_5678 ^ boot_no.wrapping_mul(7919)),
+            turn_no: 0,
+            open_turns: Vec::new(),
+        }
+    }
+
+    /// Encodes `record` as the next line.
+    pub fn line(&mut self, record: &Record) -> Vec<u8> {
+        let env = Envelope {
+            v: 1,
+            ts: Timestamp::from_unix_millis(self.ts_ms),
+            boot: self.boot.clone(),
+            seq: self.seq,
+            service: "dispatch".into(),
+            truncated: false,
+        };
+        self.seq += 1;
+        encode(&env, record).expect("synthetic records fit a line")
+    }
+
+    /// The `journal.segment` header line of segment `n`.
+    pub fn header(&mut self, n: u64) -> Vec<u8> {
+        self.line(&Record::SegmentHeader(SegmentHeader {
+            segment: n,
+            created: Some(Timestamp::from_unix_millis(self.ts_ms)),
+            pid: Some(4242),
+            writer: Some("synth 0".into()),
+        }))
+    }
+
+    /// A `memory.sample` as the sampler writes it (about 280 bytes with the envelope).
+    pub fn sample(&mut self) -> Record {
+        let r = &mut self.rng;
+        let allocated = 200_000_000 + r.below(50_000_000);
+        Record::MemorySample(MemorySample {
+            rss: Some(allocated + 90_000_000 + r.below(1_000_000)),
+            hwm: Some(400_000_000),
+            jemalloc: Some(JemallocStats {
+                allocated: Some(allocated),
+                active: Some(allocated + 4_000_000),
+                resident: Some(allocated + 30_000_000),
+                retained: Some(80_000_000),
+                ..Default::default()
+            }),
+            load: Some(Load {
+                turns_in_flight: Some(r.below(5)),
+                conversations_active: Some(r.below(8)),
+                conversations_loaded: Some(40 + r.below(4)),
+                ..Default::default()
+            }),
+            cost_us: Some(30 + r.below(40)),
+            ..Default::default()
+        })
+    }
+
+    /// The next record of the realistic mix: per 100 lines, 60 `memory.sample`, 25
+    /// `conversation.memory`, 6 `turn.start`, 6 `turn.end`, 3 others (process, pressure,
+    /// heap profile, error, repair, and a kind this build does not know is not included).
+    pub fn next_record(&mut self) -> Record {
+        self.ts_ms += 40;
+        let pick = self.rng.below(100);
+        match pick {
+            0..60 => self.sample(),
+            60..85 => {
+                let c = self.rng.below(40);
+                Record::ConversationMemory(ConversationMemory {
+                    conversation: format!("c-{c:04}-5a1b7e"),
+                    turns: Some(self.rng.below(200)),
+                    history_bytes: Some(self.rng.below(5_000_000)),
+                    alloc_bytes: Some(self.rng.below(9_000_000)),
+                    freed_bytes: Some(self.rng.below(9_000_000)),
+                    live_bytes: None,
+                })
+            }
+            85..91 => {
+                self.turn_no += 1;
+                let conv = format!("c-{:04}-5a1b7e", self.rng.below(40));
+                let turn = format!("t-{:08}-{}", self.turn_no, &self.boot[..8]);
+                self.open_turns.push((conv.clone(), turn.clone()));
+                Record::TurnStart(TurnStart {
+                    conversation: Some(conv),
+                    turn: Some(turn),
+                    provider: Some("sim".into()),
+                    model: Some("sim-large-2026".into()),
+                })
+            }
+            91..97 => match self.open_turns.pop() {
+                Some((conv, turn)) => Record::TurnEnd(TurnEnd {
+                    conversation: Some(conv),
+                    turn: Some(turn),
+                    outcome: Some("ok".into()),
+                    duration_ms: Some(self.rng.below(60_000)),
+                    steps: Some(1 + self.rng.below(6)),
+                    tool_calls: Some(self.rng.below(4)),
+                    output_bytes: Some(self.rng.below(20_000)),
+                    alloc_bytes: Some(self.rng.below(50_000_000)),
+                    freed_bytes: Some(self.rng.below(50_000_000)),
+                    ..Default::default()
+                }),
+                None => self.sample(),
+            },
+            97 => Record::Pressure(Pressure {
+                level: Some("high".into()),
+                rss: Some(900_000_000),
+                limit: Some(850_000_000),
+                action: Some("shed".into()),
+            }),
+            98 => Record::ErrorUnhandled(ErrorUnhandled {
+                message: Some("tool `shell` failed: exit status 2".into()),
+                source: Some("tool".into()),
+                conversation: Some("c-0007-5a1b7e".into()),
+                turn: Some("t-00000001".into()),
+                ..Default::default()
+            }),
+            _ => Record::HeapProfile(HeapProfile {
+                path: Some("/var/lib/dispatch/heap/000001.pb.gz".into()),
+                trigger: Some("interval".into()),
+                bytes: Some(123_456),
+            }),
+        }
+    }
+}
+
+/// Writes `lines` lines of one boot into `dir` as segments of at most `segment_bytes`, each
+/// starting with its header. Returns (total lines written, file names).
+pub fn write_journal(
+    dir: &std::path::Path,
+    boot_no: u64,
+    first_segment: u64,
+    lines: u64,
+    segment_bytes: usize,
+) -> (u64, Vec<String>) {
+    let mut g = Gen::new(boot_no);
+    let mut names = Vec::new();
+    let mut seg = first_segment;
+    let mut written = 0u64;
+    let mut buf = Vec::with_capacity(segment_bytes + 70_000);
+    while written < lines {
+        buf.clear();
+        buf.extend_from_slice(&g.header(seg));
+        written += 1;
+        while written < lines && buf.len() < segment_bytes {
+            let r = g.next_record();
+            buf.extend_from_slice(&g.line(&r));
+            written += 1;
+        }
+        let name = SegmentName::new("dispatch", seg).file_name();
+        std::fs::write(dir.join(&name), &buf).expect("writing a synthetic segment");
+        names.push(name);
+        seg += 1;
+    }
+    (written, names)
+}
