@@ -1,0 +1,435 @@
+//! HTTP handlers. Every handler returns `Result<_, ApiError>`; bodies are parsed by hand so
+//! that each kind of bad input gets its own code (`bad_json`, `invalid_utf8`,
+//! `body_too_large`, `unsupported_media_type`) instead of a framework default.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::header::{ACCEPT, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::stream::{self, Stream};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
+use crate::error::ApiError;
+use crate::ids;
+use crate::state::AppState;
+use crate::store::{self, Delete, TurnStart, turn_status};
+use crate::telemetry::StopReason;
+use crate::turn::{self, TurnEvent, TurnSummary};
+
+/// Response header carrying the id of a started turn (useful with SSE, to cancel it).
+pub const TURN_ID_HEADER: &str = "dispatch-turn-id";
+
+/// The router: the JSON API, `/health` and `/metrics`, with the body limit applied.
+pub fn app(state: AppState) -> Router {
+    let limit = state.settings.max_body_bytes;
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/v1/conversations", post(create_conversation).get(list_conversations))
+        .route("/v1/conversations/{id}", get(get_conversation).delete(delete_conversation))
+        .route("/v1/conversations/{id}/turns", post(start_turn))
+        .route("/v1/conversations/{id}/turns/{turn}/cancel", post(cancel_turn))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn no_route(uri: Uri) -> ApiError {
+    ApiError::NoRoute(uri.path().to_owned())
+}
+
+async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::MethodNotAllowed(method.to_string())
+}
+
+/// Parses a JSON body: size, content type, UTF-8 and JSON are each checked with their own
+/// error. `Ok(None)` for an empty body when `allow_empty`.
+fn parse_body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+    allow_empty: bool,
+) -> Result<Option<T>, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::BodyTooLarge { limit }
+        } else {
+            ApiError::BodyUnreadable(rejection.body_text())
+        }
+    })?;
+    if body.is_empty() && allow_empty {
+        return Ok(None);
+    }
+    let content_type =
+        headers.get(CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let is_json = content_type.as_deref().is_some_and(|ct| {
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        essence.eq_ignore_ascii_case("application/json")
+    });
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType { got: content_type.unwrap_or_default() });
+    }
+    let text = std::str::from_utf8(&body)
+        .map_err(|e| ApiError::InvalidUtf8 { offset: e.valid_up_to() })?;
+    serde_json::from_str(text).map(Some).map_err(|e| ApiError::BadJson(e.to_string()))
+}
+
+fn path_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(id) = path.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
+    if !ids::is_plausible(&id) {
+        return Err(ApiError::ConversationNotFound(id));
+    }
+    Ok(id)
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CreateConversation {
+    title: Option<String>,
+}
+
+async fn create_conversation(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<store::ConversationSummary>), ApiError> {
+    let req: CreateConversation =
+        parse_body(&headers, body, state.settings.max_body_bytes, true)?.unwrap_or_default();
+    let id = ids::new_id();
+    let summary =
+        state.store.call(move |c| store::create_conversation(c, &id, req.title.as_deref())).await?;
+    Ok((StatusCode::CREATED, Json(summary)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<usize>,
+}
+
+async fn list_conversations(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIST_LIMIT);
+    if limit == 0 || limit > MAX_LIST_LIMIT {
+        return Err(ApiError::InvalidRequest(format!("limit must be 1..={MAX_LIST_LIMIT}")));
+    }
+    let list = state.store.call(move |c| store::list_conversations(c, limit)).await?;
+    Ok(Json(json!({ "conversations": list })))
+}
+
+async fn get_conversation(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<store::ConversationDetail>, ApiError> {
+    let id = path_id(path)?;
+    let lookup = id.clone();
+    match state.store.call(move |c| store::get_conversation(c, &lookup)).await? {
+        Some(detail) => Ok(Json(detail)),
+        None => Err(ApiError::ConversationNotFound(id)),
+    }
+}
+
+async fn delete_conversation(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let id = path_id(path)?;
+    let lookup = id.clone();
+    match state.store.call(move |c| store::delete_conversation(c, &lookup)).await? {
+        Delete::Deleted => Ok(StatusCode::NO_CONTENT),
+        Delete::NotFound => Err(ApiError::ConversationNotFound(id)),
+        Delete::Busy => Err(ApiError::TurnInProgress(id)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartTurnRequest {
+    message: String,
+}
+
+fn wants_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(ACCEPT)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains("text/event-stream")))
+}
+
+async fn start_turn(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let conversation = path_id(path)?;
+    let req: StartTurnRequest = parse_body(&headers, body, state.settings.max_body_bytes, false)?
+        .ok_or_else(|| {
+        ApiError::InvalidRequest("a body {\"message\": \"...\"} is required".into())
+    })?;
+    if req.message.trim().is_empty() {
+        return Err(ApiError::InvalidRequest("message must not be empty".into()));
+    }
+    if state.activity.is_shutting_down() {
+        return Err(ApiError::ShuttingDown);
+    }
+    if !state.activity.limiter.admit() {
+        return Err(ApiError::QueueFull { limit: state.activity.limiter.max_queue() });
+    }
+    let turn = ids::new_id();
+    let (c, t) = (conversation.clone(), turn.clone());
+    let started = state.store.call(move |db| store::start_turn(db, &c, &t, &req.message)).await?;
+    let turns = match started {
+        TurnStart::Started { turns } => turns,
+        TurnStart::NotFound => return Err(ApiError::ConversationNotFound(conversation)),
+        TurnStart::Busy => return Err(ApiError::TurnInProgress(conversation)),
+    };
+    let streaming = wants_stream(&headers);
+    let Ok(handle) = turn::spawn_turn(&state, conversation.clone(), turn.clone(), turns, streaming)
+    else {
+        // Shutdown began between the check and the registration: seal what was stored.
+        let (c, t) = (conversation, turn);
+        state
+            .store
+            .call(move |db| {
+                store::finish_turn(
+                    db,
+                    &c,
+                    &t,
+                    turn_status::SEALED,
+                    Some("server shutting down"),
+                    "",
+                )
+            })
+            .await?;
+        return Err(ApiError::ShuttingDown);
+    };
+    let header =
+        HeaderValue::from_str(&handle.id).map_err(|e| ApiError::Internal(e.to_string()))?;
+    match handle.events {
+        Some(events) => {
+            let first = json!({ "id": handle.id, "conversation": conversation });
+            let sse =
+                Sse::new(sse_stream(first, events, handle.done)).keep_alive(KeepAlive::default());
+            Ok(([(TURN_ID_HEADER, header)], sse).into_response())
+        }
+        None => {
+            let summary = handle
+                .done
+                .await
+                .map_err(|_| ApiError::Internal("the turn task ended without a result".into()))?;
+            Ok(([(TURN_ID_HEADER, header)], Json(summary)).into_response())
+        }
+    }
+}
+
+fn json_event(name: &str, value: &impl serde::Serialize) -> Event {
+    Event::default().event(name).json_data(value).unwrap_or_else(|e| {
+        Event::default().event("error").data(format!("could not encode a {name} event: {e}"))
+    })
+}
+
+/// SSE events: `turn` (ids), then `token`, `tool_call`, `tool_result` as they happen, then
+/// `end` with the [`TurnSummary`].
+fn sse_stream(
+    first: serde_json::Value,
+    events: mpsc::Receiver<TurnEvent>,
+    done: oneshot::Receiver<TurnSummary>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    struct S {
+        first: Option<serde_json::Value>,
+        events: mpsc::Receiver<TurnEvent>,
+        done: Option<oneshot::Receiver<TurnSummary>>,
+    }
+    stream::unfold(S { first: Some(first), events, done: Some(done) }, |mut s| async move {
+        if let Some(first) = s.first.take() {
+            return Some((Ok(json_event("turn", &first)), s));
+        }
+        if let Some(event) = s.events.recv().await {
+            let e = match event {
+                TurnEvent::Token(text) => json_event("token", &json!({ "text": text })),
+                TurnEvent::ToolCall(call) => json_event("tool_call", &call),
+                TurnEvent::ToolResult(result) => json_event("tool_result", &result),
+            };
+            return Some((Ok(e), s));
+        }
+        let done = s.done.take()?;
+        let end = match done.await {
+            Ok(summary) => json_event("end", &summary),
+            Err(_) => Event::default().event("error").data("the turn task ended without a result"),
+        };
+        Some((Ok(end), s))
+    })
+}
+
+async fn cancel_turn(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let Path((conversation, turn)) = path.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
+    if state.activity.conversation_of(&turn).as_deref() == Some(conversation.as_str()) {
+        state.activity.stop(&turn, StopReason::Cancel);
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "id": turn, "conversation": conversation, "status": "cancelling" })),
+        ));
+    }
+    let (c, t) = (conversation.clone(), turn.clone());
+    match state.store.call(move |db| store::turn_status(db, &c, &t)).await? {
+        None => Err(ApiError::TurnNotFound { conversation, turn }),
+        Some(_) => Err(ApiError::TurnNotRunning(turn)),
+    }
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    let journal_ok = state.journal.is_healthy();
+    let (sampler_alive, samples) = match &state.sampler {
+        Some(s) => (s.is_alive(), s.samples_taken()),
+        None => (false, 0),
+    };
+    let ok = journal_ok && sampler_alive;
+    let body = json!({
+        "ok": ok,
+        "version": env!("CARGO_PKG_VERSION"),
+        "boot": state.journal.boot(),
+        "uptime_ms": state.started.elapsed().as_millis() as u64,
+        "journal": { "healthy": journal_ok, "dir": state.journal.dir().display().to_string() },
+        "sampler": { "alive": sampler_alive, "enabled": state.sampler.is_some(), "samples": samples },
+        "turns_in_flight": state.activity.limiter.in_flight(),
+        "queue_depth": state.activity.limiter.queued(),
+        "shutting_down": state.activity.is_shutting_down(),
+    });
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+/// Prometheus text. Memory figures come from the sampler's last sample (only the sampler
+/// advances jemalloc's epoch); a figure the sample lacks is left out, never written as 0.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, kind: &str, value: Option<u64>| {
+        if let Some(v) = value {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        }
+    };
+    let sample = state.sampler.as_ref().and_then(|s| s.last());
+    let jem = sample.as_ref().and_then(|s| s.jemalloc.clone()).unwrap_or_default();
+    gauge(
+        "process_resident_memory_bytes",
+        "Resident set size from /proc/self/statm (last sample).",
+        "gauge",
+        sample.as_ref().and_then(|s| s.rss),
+    );
+    gauge(
+        "dispatch_jemalloc_allocated_bytes",
+        "jemalloc stats.allocated (last sample).",
+        "gauge",
+        jem.allocated,
+    );
+    gauge(
+        "dispatch_jemalloc_active_bytes",
+        "jemalloc stats.active (last sample).",
+        "gauge",
+        jem.active,
+    );
+    gauge(
+        "dispatch_jemalloc_resident_bytes",
+        "jemalloc stats.resident (last sample).",
+        "gauge",
+        jem.resident,
+    );
+    gauge(
+        "dispatch_jemalloc_retained_bytes",
+        "jemalloc stats.retained (last sample).",
+        "gauge",
+        jem.retained,
+    );
+    gauge(
+        "dispatch_jemalloc_mapped_bytes",
+        "jemalloc stats.mapped (last sample).",
+        "gauge",
+        jem.mapped,
+    );
+    gauge(
+        "dispatch_jemalloc_metadata_bytes",
+        "jemalloc stats.metadata (last sample).",
+        "gauge",
+        jem.metadata,
+    );
+    let a = &state.activity;
+    gauge(
+        "dispatch_turns_in_flight",
+        "Turns holding a provider slot.",
+        "gauge",
+        Some(a.limiter.in_flight()),
+    );
+    gauge(
+        "dispatch_turn_queue_depth",
+        "Turns waiting for a provider slot.",
+        "gauge",
+        Some(a.limiter.queued()),
+    );
+    gauge(
+        "dispatch_conversations_active",
+        "Conversations with a turn running or queued.",
+        "gauge",
+        Some(a.running() as u64),
+    );
+    gauge(
+        "dispatch_turns_refused_total",
+        "Turns refused because the queue was full.",
+        "counter",
+        Some(a.limiter.refused()),
+    );
+    gauge(
+        "dispatch_tokens_streamed_total",
+        "Tokens of model output in ended turns.",
+        "counter",
+        Some(a.outcomes.tokens.load(Ordering::Relaxed)),
+    );
+    gauge(
+        "dispatch_memory_samples_total",
+        "Memory samples taken by the sampler.",
+        "counter",
+        state.sampler.as_ref().map(|s| s.samples_taken()),
+    );
+    gauge(
+        "dispatch_journal_healthy",
+        "1 when the journal's last write succeeded.",
+        "gauge",
+        Some(u64::from(state.journal.is_healthy())),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP dispatch_turns_total Turns ended, by outcome.\n# TYPE dispatch_turns_total counter"
+    );
+    for (outcome, n) in [
+        ("ok", &a.outcomes.ok),
+        ("error", &a.outcomes.error),
+        ("cancelled", &a.outcomes.cancelled),
+        ("sealed", &a.outcomes.sealed),
+    ] {
+        let _ = writeln!(
+            out,
+            "dispatch_turns_total{{outcome=\"{outcome}\"}} {}",
+            n.load(Ordering::Relaxed)
+        );
+    }
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
+}

@@ -1,0 +1,303 @@
+//! Settings: every one a `DEFAULT_*` constant, a flag and a `DISPATCH_*` environment variable
+//! (clap's `env =`), resolved once into [`Settings`].
+//!
+//! Precedence is flag, then environment variable, then default. Paths left unset derive from
+//! the var directory (`DISPATCH_VAR_DIR`), so moving it moves everything the server keeps.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Address the HTTP API listens on. Env: `DISPATCH_ADDR`.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:24991";
+/// Root of everything the server keeps on disk. Env: `DISPATCH_VAR_DIR`.
+pub const DEFAULT_VAR_DIR: &str = "./var";
+/// Turns holding a provider slot at once. Env: `DISPATCH_MAX_TURNS_IN_FLIGHT`.
+pub const DEFAULT_MAX_TURNS_IN_FLIGHT: usize = 4;
+/// Turns waiting for a slot before new ones are refused with 503. Env: `DISPATCH_MAX_QUEUE_DEPTH`.
+pub const DEFAULT_MAX_QUEUE_DEPTH: usize = 256;
+/// Largest accepted request body, bytes (1 MiB). Env: `DISPATCH_MAX_BODY_BYTES`.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Provider round trips per turn before the turn ends with an error. Env: `DISPATCH_MAX_STEPS`.
+pub const DEFAULT_MAX_STEPS: u32 = 25;
+/// Wall time a tool call may take, milliseconds. Env: `DISPATCH_TOOL_TIMEOUT_MS`.
+pub const DEFAULT_TOOL_TIMEOUT_MS: u64 = 30_000;
+/// Tool output kept in history, bytes (50 KB); the rest goes to a file. Env: `DISPATCH_TOOL_OUTPUT_MAX_BYTES`.
+pub const DEFAULT_TOOL_OUTPUT_MAX_BYTES: usize = 50 * 1024;
+/// Tool output kept in history, lines. Env: `DISPATCH_TOOL_OUTPUT_MAX_LINES`.
+pub const DEFAULT_TOOL_OUTPUT_MAX_LINES: usize = 2000;
+/// `ssh -o ConnectTimeout=`, seconds. Env: `DISPATCH_SSH_CONNECT_TIMEOUT_S`.
+pub const DEFAULT_SSH_CONNECT_TIMEOUT_S: u64 = 10;
+/// Tokens per second the `sim` provider streams (0: as fast as it can). Env: `DISPATCH_SIM_TOKENS_PER_SEC`.
+pub const DEFAULT_SIM_TOKENS_PER_SEC: u32 = 200;
+/// Base URL of the OpenAI-compatible API (plain HTTP; this build has no TLS). Env: `DISPATCH_OPENAI_BASE_URL`.
+pub const DEFAULT_OPENAI_BASE_URL: &str = "http://127.0.0.1:11434/v1";
+/// Model asked of the `openai` provider. Env: `DISPATCH_MODEL`.
+pub const DEFAULT_OPENAI_MODEL: &str = "gpt-4o-mini";
+/// Model name the `sim` provider reports.
+pub const SIM_MODEL: &str = "sim-1";
+/// Idle time allowed between two chunks of a provider stream, milliseconds. Env: `DISPATCH_PROVIDER_IDLE_TIMEOUT_MS`.
+pub const DEFAULT_PROVIDER_IDLE_TIMEOUT_MS: u64 = 60_000;
+/// Time in-flight turns get to finish after SIGTERM before they are sealed, milliseconds. Env: `DISPATCH_SHUTDOWN_GRACE_MS`.
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
+/// Period of `conversation.memory` records, milliseconds (0: off). Env: `DISPATCH_CONVERSATION_MEMORY_INTERVAL_MS`.
+pub const DEFAULT_CONVERSATION_MEMORY_INTERVAL_MS: u64 = 10_000;
+/// Conversations per `conversation.memory` round (largest histories first). Env: `DISPATCH_CONVERSATION_MEMORY_TOP`.
+pub const DEFAULT_CONVERSATION_MEMORY_TOP: usize = 5;
+/// Memory sampler period, milliseconds. Env: `DISPATCH_SAMPLE_INTERVAL_MS`.
+pub const DEFAULT_SAMPLE_INTERVAL_MS: u64 = 1000;
+/// Conversations listed by `GET /v1/conversations` when `limit` is not given.
+pub const DEFAULT_LIST_LIMIT: usize = 100;
+/// Largest `limit` `GET /v1/conversations` accepts.
+pub const MAX_LIST_LIMIT: usize = 1000;
+
+/// Which model provider drives the turn loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProviderKind {
+    /// Deterministic scripted model driven by the user message; needs no network.
+    Sim,
+    /// OpenAI-compatible `/v1/chat/completions` streaming client.
+    Openai,
+}
+
+impl ProviderKind {
+    /// The name written in `turn.start`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sim => "sim",
+            Self::Openai => "openai",
+        }
+    }
+}
+
+/// Command-line flags of `dispatch-server`; each mirrors a `DISPATCH_*` environment variable.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "dispatch-server", version, about = "The Dispatch agent server")]
+#[deny(missing_docs)]
+pub struct Config {
+    /// Address to listen on (port 0 picks a free port; see --addr-file).
+    #[arg(long, env = "DISPATCH_ADDR", default_value = DEFAULT_ADDR)]
+    pub addr: SocketAddr,
+    /// File to write the bound address to once listening (for supervisors and tests).
+    #[arg(long, env = "DISPATCH_ADDR_FILE")]
+    pub addr_file: Option<PathBuf>,
+    /// Root of everything the server keeps on disk.
+    #[arg(long, env = "DISPATCH_VAR_DIR", default_value = DEFAULT_VAR_DIR)]
+    pub var_dir: PathBuf,
+    /// Conversation database [default: <var dir>/dispatch.db].
+    #[arg(long, env = "DISPATCH_DB")]
+    pub db: Option<PathBuf>,
+    /// Journal directory [default: <var dir>/journal].
+    #[arg(long, env = "DISPATCH_JOURNAL_DIR")]
+    pub journal_dir: Option<PathBuf>,
+    /// Traces database of the collector [default: <var dir>/traces.db]; recorded, not written, by the server.
+    #[arg(long, env = "DISPATCH_TRACES_DB")]
+    pub traces_db: Option<PathBuf>,
+    /// Directory for full tool output beyond the history bound [default: <var dir>/tool-output].
+    #[arg(long, env = "DISPATCH_TOOL_OUTPUT_DIR")]
+    pub tool_output_dir: Option<PathBuf>,
+    /// Model provider.
+    #[arg(long, env = "DISPATCH_PROVIDER", value_enum, default_value = "sim")]
+    pub provider: ProviderKind,
+    /// Model name [default: sim-1 for sim, gpt-4o-mini for openai].
+    #[arg(long, env = "DISPATCH_MODEL")]
+    pub model: Option<String>,
+    /// Tokens per second the sim provider streams (0: unthrottled).
+    #[arg(long, env = "DISPATCH_SIM_TOKENS_PER_SEC", default_value_t = DEFAULT_SIM_TOKENS_PER_SEC)]
+    pub sim_tokens_per_sec: u32,
+    /// Base URL of the OpenAI-compatible API, up to and including `/v1` (http only).
+    #[arg(long, env = "DISPATCH_OPENAI_BASE_URL", default_value = DEFAULT_OPENAI_BASE_URL)]
+    pub openai_base_url: String,
+    /// API key sent as a bearer token to the openai provider (never logged or journaled).
+    #[arg(long, env = "DISPATCH_OPENAI_API_KEY", hide_env_values = true)]
+    pub openai_api_key: Option<String>,
+    /// Idle time allowed between two chunks of a provider stream, milliseconds.
+    #[arg(long, env = "DISPATCH_PROVIDER_IDLE_TIMEOUT_MS", default_value_t = DEFAULT_PROVIDER_IDLE_TIMEOUT_MS)]
+    pub provider_idle_timeout_ms: u64,
+    /// Turns holding a provider slot at once; more wait in a FIFO queue.
+    #[arg(long, env = "DISPATCH_MAX_TURNS_IN_FLIGHT", default_value_t = DEFAULT_MAX_TURNS_IN_FLIGHT)]
+    pub max_turns_in_flight: usize,
+    /// Turns allowed to wait for a slot; beyond it new turns get 503.
+    #[arg(long, env = "DISPATCH_MAX_QUEUE_DEPTH", default_value_t = DEFAULT_MAX_QUEUE_DEPTH)]
+    pub max_queue_depth: usize,
+    /// Largest accepted request body, bytes.
+    #[arg(long, env = "DISPATCH_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+    /// Provider round trips per turn.
+    #[arg(long, env = "DISPATCH_MAX_STEPS", default_value_t = DEFAULT_MAX_STEPS)]
+    pub max_steps: u32,
+    /// Working directory of the sh tool [default: the server's working directory].
+    #[arg(long, env = "DISPATCH_TOOL_WORKDIR")]
+    pub tool_workdir: Option<PathBuf>,
+    /// Wall time a tool call may take, milliseconds.
+    #[arg(long, env = "DISPATCH_TOOL_TIMEOUT_MS", default_value_t = DEFAULT_TOOL_TIMEOUT_MS)]
+    pub tool_timeout_ms: u64,
+    /// Tool output kept in history, bytes; the full output is offloaded to a file.
+    #[arg(long, env = "DISPATCH_TOOL_OUTPUT_MAX_BYTES", default_value_t = DEFAULT_TOOL_OUTPUT_MAX_BYTES)]
+    pub tool_output_max_bytes: usize,
+    /// Tool output kept in history, lines.
+    #[arg(long, env = "DISPATCH_TOOL_OUTPUT_MAX_LINES", default_value_t = DEFAULT_TOOL_OUTPUT_MAX_LINES)]
+    pub tool_output_max_lines: usize,
+    /// ssh ConnectTimeout, seconds.
+    #[arg(long, env = "DISPATCH_SSH_CONNECT_TIMEOUT_S", default_value_t = DEFAULT_SSH_CONNECT_TIMEOUT_S)]
+    pub ssh_connect_timeout_s: u64,
+    /// Register fault tools (`panic`) for drills and tests. Off by default.
+    #[arg(long, env = "DISPATCH_FAULT_TOOLS", default_value_t = false)]
+    pub fault_tools: bool,
+    /// Time in-flight turns get to finish after SIGTERM before they are sealed, milliseconds.
+    #[arg(long, env = "DISPATCH_SHUTDOWN_GRACE_MS", default_value_t = DEFAULT_SHUTDOWN_GRACE_MS)]
+    pub shutdown_grace_ms: u64,
+    /// Period of conversation.memory records, milliseconds (0: off).
+    #[arg(long, env = "DISPATCH_CONVERSATION_MEMORY_INTERVAL_MS", default_value_t = DEFAULT_CONVERSATION_MEMORY_INTERVAL_MS)]
+    pub conversation_memory_interval_ms: u64,
+    /// Conversations per conversation.memory round, largest histories first.
+    #[arg(long, env = "DISPATCH_CONVERSATION_MEMORY_TOP", default_value_t = DEFAULT_CONVERSATION_MEMORY_TOP)]
+    pub conversation_memory_top: usize,
+    /// Memory sampler period, milliseconds.
+    #[arg(long, env = "DISPATCH_SAMPLE_INTERVAL_MS", default_value_t = DEFAULT_SAMPLE_INTERVAL_MS)]
+    pub sample_interval_ms: u64,
+    /// Benchmarks only: run without the memory sampler. /health then reports 503.
+    #[arg(long, env = "DISPATCH_BENCH_SAMPLER_OFF", default_value_t = false, hide = true)]
+    pub bench_sampler_off: bool,
+}
+
+impl Config {
+    /// Resolves derived paths and defaults into [`Settings`].
+    pub fn resolve(self) -> Settings {
+        let var = self.var_dir.clone();
+        let under = |p: Option<PathBuf>, name: &str| p.unwrap_or_else(|| var.join(name));
+        let model = self.model.clone().unwrap_or_else(|| match self.provider {
+            ProviderKind::Sim => SIM_MODEL.to_owned(),
+            ProviderKind::Openai => DEFAULT_OPENAI_MODEL.to_owned(),
+        });
+        Settings {
+            addr: self.addr,
+            addr_file: self.addr_file,
+            db: under(self.db, "dispatch.db"),
+            journal_dir: under(self.journal_dir, "journal"),
+            traces_db: under(self.traces_db, "traces.db"),
+            tool_output_dir: under(self.tool_output_dir, "tool-output"),
+            var_dir: self.var_dir,
+            provider: self.provider,
+            model,
+            sim_tokens_per_sec: self.sim_tokens_per_sec,
+            openai_base_url: self.openai_base_url,
+            openai_api_key: self.openai_api_key,
+            provider_idle_timeout: Duration::from_millis(self.provider_idle_timeout_ms.max(1)),
+            max_turns_in_flight: self.max_turns_in_flight.max(1),
+            max_queue_depth: self.max_queue_depth,
+            max_body_bytes: self.max_body_bytes,
+            max_steps: self.max_steps.max(1),
+            tool_workdir: self.tool_workdir.unwrap_or_else(|| PathBuf::from(".")),
+            tool_timeout: Duration::from_millis(self.tool_timeout_ms.max(1)),
+            tool_output_max_bytes: self.tool_output_max_bytes.max(1),
+            tool_output_max_lines: self.tool_output_max_lines.max(1),
+            ssh_connect_timeout_s: self.ssh_connect_timeout_s.max(1),
+            fault_tools: self.fault_tools,
+            shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+            conversation_memory_interval: (self.conversation_memory_interval_ms > 0)
+                .then(|| Duration::from_millis(self.conversation_memory_interval_ms)),
+            conversation_memory_top: self.conversation_memory_top,
+            sample_interval: Duration::from_millis(self.sample_interval_ms.max(1)),
+            sampler_enabled: !self.bench_sampler_off,
+        }
+    }
+}
+
+/// Resolved settings the server runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// Where to write the bound address, if anywhere.
+    pub addr_file: Option<PathBuf>,
+    /// Var directory.
+    pub var_dir: PathBuf,
+    /// Conversation database.
+    pub db: PathBuf,
+    /// Journal directory.
+    pub journal_dir: PathBuf,
+    /// Traces database (recorded for the collector).
+    pub traces_db: PathBuf,
+    /// Where full tool outputs are offloaded.
+    pub tool_output_dir: PathBuf,
+    /// Provider.
+    pub provider: ProviderKind,
+    /// Model name.
+    pub model: String,
+    /// Sim streaming rate, tokens per second (0: unthrottled).
+    pub sim_tokens_per_sec: u32,
+    /// OpenAI-compatible base URL.
+    pub openai_base_url: String,
+    /// OpenAI API key (secret).
+    pub openai_api_key: Option<String>,
+    /// Idle time allowed between provider chunks.
+    pub provider_idle_timeout: Duration,
+    /// Concurrency limit.
+    pub max_turns_in_flight: usize,
+    /// Queue bound.
+    pub max_queue_depth: usize,
+    /// Request body bound, bytes.
+    pub max_body_bytes: usize,
+    /// Step bound per turn.
+    pub max_steps: u32,
+    /// sh tool working directory.
+    pub tool_workdir: PathBuf,
+    /// Tool timeout.
+    pub tool_timeout: Duration,
+    /// History bound for tool output, bytes.
+    pub tool_output_max_bytes: usize,
+    /// History bound for tool output, lines.
+    pub tool_output_max_lines: usize,
+    /// ssh ConnectTimeout, seconds.
+    pub ssh_connect_timeout_s: u64,
+    /// Whether fault tools are registered.
+    pub fault_tools: bool,
+    /// SIGTERM grace period.
+    pub shutdown_grace: Duration,
+    /// Period of `conversation.memory` records, if on.
+    pub conversation_memory_interval: Option<Duration>,
+    /// Conversations per `conversation.memory` round.
+    pub conversation_memory_top: usize,
+    /// Sampler period.
+    pub sample_interval: Duration,
+    /// Whether the sampler runs (off only for benchmarks).
+    pub sampler_enabled: bool,
+}
+
+impl Settings {
+    /// Settings for tests and embedding: every default, with the var directory at `var_dir`.
+    pub fn for_var_dir(var_dir: &Path) -> Settings {
+        let mut config = Config::parse_from(["dispatch-server"]);
+        config.var_dir = var_dir.to_path_buf();
+        config.db = None;
+        config.journal_dir = None;
+        config.traces_db = None;
+        config.tool_output_dir = None;
+        config.resolve()
+    }
+
+    /// Non-secret summary for `process.start` (the API key is left out).
+    pub fn summary(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        let mut put = |k: &str, v: serde_json::Value| {
+            m.insert(k.to_owned(), v);
+        };
+        put("addr", self.addr.to_string().into());
+        put("var_dir", self.var_dir.display().to_string().into());
+        put("db", self.db.display().to_string().into());
+        put("journal_dir", self.journal_dir.display().to_string().into());
+        put("provider", self.provider.as_str().into());
+        put("model", self.model.clone().into());
+        put("max_turns_in_flight", self.max_turns_in_flight.into());
+        put("max_queue_depth", self.max_queue_depth.into());
+        put("max_body_bytes", self.max_body_bytes.into());
+        put("tool_output_max_bytes", self.tool_output_max_bytes.into());
+        put("tool_output_max_lines", self.tool_output_max_lines.into());
+        put("fault_tools", self.fault_tools.into());
+        put("sampler", self.sampler_enabled.into());
+        m
+    }
+}

@@ -1,0 +1,132 @@
+//! The HTTP error type: every failure a handler can return, with a stable `code()` and status.
+//!
+//! The body is always `{"error":{"code":"...","message":"..."}}`; codes are never renamed or
+//! reused once shipped.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::store::StoreError;
+
+/// An API error, rendered as `{"error":{"code":..,"message":..}}` with a matching status.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not valid JSON, or not the expected shape.
+    #[error("request body is not valid JSON for this endpoint: {0}")]
+    BadJson(String),
+    /// The body is not UTF-8.
+    #[error("request body is not valid UTF-8 (invalid byte at offset {offset})")]
+    InvalidUtf8 {
+        /// Byte offset of the first invalid sequence.
+        offset: usize,
+    },
+    /// The body exceeds the configured limit.
+    #[error("request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The body could not be read.
+    #[error("request body could not be read: {0}")]
+    BodyUnreadable(String),
+    /// The content type is not `application/json`.
+    #[error("content type must be application/json, got {got:?}")]
+    UnsupportedMediaType {
+        /// The content type sent, or `""` when missing.
+        got: String,
+    },
+    /// A field is present and well-formed JSON but not acceptable.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// No conversation has this id.
+    #[error("no conversation with id {0:?}")]
+    ConversationNotFound(String),
+    /// No turn has this id in the conversation.
+    #[error("no turn with id {turn:?} in conversation {conversation:?}")]
+    TurnNotFound {
+        /// Conversation id.
+        conversation: String,
+        /// Turn id.
+        turn: String,
+    },
+    /// The conversation already has a turn running.
+    #[error("conversation {0:?} already has a turn running; wait for it or cancel it")]
+    TurnInProgress(String),
+    /// The turn exists but is not running.
+    #[error("turn {0:?} is not running")]
+    TurnNotRunning(String),
+    /// The queue of turns waiting for a provider slot is full.
+    #[error("too many turns waiting for a provider slot (limit {limit}); retry later")]
+    QueueFull {
+        /// Queue bound.
+        limit: usize,
+    },
+    /// The server is shutting down and takes no new turns.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// No route for this path.
+    #[error("no such endpoint: {0}")]
+    NoRoute(String),
+    /// The route exists but not for this method.
+    #[error("method {0} is not allowed on this endpoint")]
+    MethodNotAllowed(String),
+    /// The conversation store failed.
+    #[error("conversation store failed: {0}")]
+    Store(#[from] StoreError),
+    /// A background task failed unexpectedly.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// Stable snake_case code, the same in HTTP bodies, logs and runbooks.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadJson(_) => "bad_json",
+            Self::InvalidUtf8 { .. } => "invalid_utf8",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::BodyUnreadable(_) => "body_unreadable",
+            Self::UnsupportedMediaType { .. } => "unsupported_media_type",
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::ConversationNotFound(_) => "conversation_not_found",
+            Self::TurnNotFound { .. } => "turn_not_found",
+            Self::TurnInProgress(_) => "turn_in_progress",
+            Self::TurnNotRunning(_) => "turn_not_running",
+            Self::QueueFull { .. } => "queue_full",
+            Self::ShuttingDown => "shutting_down",
+            Self::NoRoute(_) => "not_found",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::Store(e) => e.code(),
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// HTTP status for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadJson(_) | Self::InvalidUtf8 { .. } | Self::InvalidRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::BodyUnreadable(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::ConversationNotFound(_) | Self::TurnNotFound { .. } | Self::NoRoute(_) => {
+                StatusCode::NOT_FOUND
+            }
+            Self::TurnInProgress(_) | Self::TurnNotRunning(_) => StatusCode::CONFLICT,
+            Self::QueueFull { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Store(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "error": { "code": self.code(), "message": self.to_string() }
+        });
+        (self.status(), Json(body)).into_response()
+    }
+}

@@ -1,0 +1,116 @@
+//! `dispatch-server`: parses the configuration, opens the journal, starts the memory sampler,
+//! repairs the store and serves until SIGTERM/SIGINT. Everything else is in the library.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use dispatch_journal::Record;
+use dispatch_journal::record::ProcessStop;
+use dispatch_server::{Activity, AppState, Config, serve, stop_signal, telemetry};
+use dispatch_telemetry::journal::JournalBuilder;
+use dispatch_telemetry::memory::SamplerBuilder;
+
+/// jemalloc is the allocator because the telemetry reads jemalloc's statistics (allocated,
+/// active, resident, ... and the per-thread counters behind per-turn bytes): they mean nothing
+/// unless jemalloc serves every allocation of the process.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc reads its options from the `malloc_conf` symbol (prefixed `_rjem_` by
+/// tikv-jemalloc-sys) at initialisation: the string is
+/// `dispatch_telemetry::memory::jemalloc::MALLOC_CONF_C` (background purge threads, 1 s decay,
+/// heap profiling compiled in but inactive). jemalloc declares it `const char *malloc_conf`, so
+/// the symbol must be a thin pointer to the first byte of a NUL-terminated string.
+#[allow(unsafe_code)]
+// SAFETY: exporting a symbol is unsafe because another definition of the name would clash at
+// link time; only this binary defines `_rjem_malloc_conf`. The value is a `&u8` (a thin,
+// non-null pointer, the layout of `const char *`) to a 'static NUL-terminated byte string that
+// jemalloc only reads.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static MALLOC_CONF: &u8 = &dispatch_telemetry::memory::jemalloc::MALLOC_CONF_C[0];
+
+/// Bound on the final journal flush at exit.
+const EXIT_FLUSH: Duration = Duration::from_secs(5);
+
+fn main() -> std::process::ExitCode {
+    match run(Config::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("dispatch-server: error: {err:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    let settings = config.resolve();
+    std::fs::create_dir_all(&settings.var_dir)
+        .with_context(|| format!("creating the var directory {}", settings.var_dir.display()))?;
+    let journal = JournalBuilder::new(&settings.journal_dir)
+        .service("dispatch")
+        .with_env()
+        .context("journal settings")?
+        .open()
+        .with_context(|| format!("opening the journal in {}", settings.journal_dir.display()))?;
+    journal.emit(Record::ProcessStart(telemetry::process_start(&settings)));
+    telemetry::install_panic_capture();
+    let activity = Arc::new(Activity::new(settings.max_turns_in_flight, settings.max_queue_depth));
+    let sampler = if settings.sampler_enabled {
+        let sampler = SamplerBuilder::new()
+            .interval(settings.sample_interval)
+            .load_source(activity.clone())
+            .with_env()
+            .context("sampler settings")?
+            .start(journal.clone())
+            .context("starting the memory sampler")?;
+        Some(sampler)
+    } else {
+        eprintln!(
+            "dispatch-server: WARNING: memory sampler off (benchmark switch); /health reports 503"
+        );
+        None
+    };
+    let addr = settings.addr;
+    let addr_file = settings.addr_file.clone();
+    let (state, report) = AppState::start(settings, journal.clone(), activity, sampler)
+        .context("starting the server")?;
+    if !report.repairs.is_empty() {
+        eprintln!(
+            "dispatch-server: repair-and-seal: {} repairs, {} turns sealed",
+            report.repairs.len(),
+            report.sealed_turns.len()
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("dispatch-worker")
+        .build()
+        .context("building the tokio runtime")?;
+    let started = std::time::Instant::now();
+    let stop = runtime.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        let bound = listener.local_addr().context("reading the bound address")?;
+        if let Some(path) = &addr_file {
+            // Write then rename, so a reader never sees a half-written address.
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, format!("{bound}\n"))
+                .and_then(|()| std::fs::rename(&tmp, path))
+                .with_context(|| format!("writing the address file {}", path.display()))?;
+        }
+        eprintln!("dispatch-server: listening on http://{bound}");
+        serve(state, listener, stop_signal()).await.context("serving")
+    })?;
+    journal.emit(Record::ProcessStop(ProcessStop {
+        reason: Some(stop.reason.clone()),
+        uptime_ms: Some(telemetry::uptime_ms(started)),
+        turns_sealed: Some(stop.turns_sealed),
+    }));
+    if !journal.flush(EXIT_FLUSH) {
+        eprintln!("dispatch-server: the journal did not flush within {EXIT_FLUSH:?}");
+    }
+    eprintln!("dispatch-server: stopped ({}, {} turns sealed)", stop.reason, stop.turns_sealed);
+    Ok(())
+}

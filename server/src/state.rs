@@ -1,0 +1,141 @@
+//! The shared state behind every handler and turn task.
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Instant;
+
+use dispatch_journal::Record;
+use dispatch_journal::record::{ConversationRepair, TurnEnd};
+use dispatch_telemetry::journal::Journal;
+use dispatch_telemetry::memory::Sampler;
+
+use crate::config::{ProviderKind, Settings};
+use crate::provider::{OpenAiProvider, Provider, ProviderError, SimProvider};
+use crate::store::{RepairReport, Store, StoreError};
+use crate::telemetry::Activity;
+use crate::tools::{ToolSettings, Tools};
+
+/// A failure while building the state at start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The conversation store could not be opened or repaired.
+    #[error("conversation store {path}: {source}")]
+    Store {
+        /// Database path.
+        path: String,
+        /// Underlying error.
+        source: StoreError,
+    },
+    /// The provider is misconfigured.
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+}
+
+impl StartError {
+    /// Stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Store { source, .. } => source.code(),
+            Self::Provider(e) => e.code(),
+        }
+    }
+}
+
+/// Everything handlers and turns share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<StateInner>);
+
+/// The fields of [`AppState`].
+pub struct StateInner {
+    /// Resolved settings.
+    pub settings: Settings,
+    /// Conversation store.
+    pub store: Store,
+    /// Model provider.
+    pub provider: Provider,
+    /// Tools.
+    pub tools: Tools,
+    /// Limiter, running turns, counters; the sampler's load source.
+    pub activity: Arc<Activity>,
+    /// Journal writer.
+    pub journal: Journal,
+    /// Memory sampler (absent only when turned off for a benchmark).
+    pub sampler: Option<Sampler>,
+    /// Process start, for uptime.
+    pub started: Instant,
+}
+
+impl Deref for AppState {
+    type Target = StateInner;
+    fn deref(&self) -> &StateInner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Opens the store, runs repair-and-seal (journaling one `conversation.repair` per repair
+    /// and a `turn.end` with outcome `sealed` per sealed turn), and builds the provider and
+    /// tools. `activity` is the sampler's load source, shared.
+    ///
+    /// # Errors
+    /// The store cannot be opened or repaired, or the provider is misconfigured.
+    pub fn start(
+        settings: Settings,
+        journal: Journal,
+        activity: Arc<Activity>,
+        sampler: Option<Sampler>,
+    ) -> Result<(AppState, RepairReport), StartError> {
+        let store_err =
+            |source| StartError::Store { path: settings.db.display().to_string(), source };
+        let store = Store::open(&settings.db).map_err(store_err)?;
+        let report = store.repair_and_seal().map_err(store_err)?;
+        for r in &report.repairs {
+            journal.emit(Record::ConversationRepair(ConversationRepair {
+                conversation: r.conversation.clone(),
+                action: r.action.to_owned(),
+                turn: r.turn.clone(),
+                detail: Some(r.detail.clone()),
+            }));
+        }
+        for (conversation, turn) in &report.sealed_turns {
+            journal.emit(Record::TurnEnd(TurnEnd {
+                conversation: Some(conversation.clone()),
+                turn: Some(turn.clone()),
+                outcome: Some("sealed".to_owned()),
+                ..TurnEnd::default()
+            }));
+        }
+        let provider = match settings.provider {
+            ProviderKind::Sim => {
+                Provider::Sim(SimProvider::new(settings.sim_tokens_per_sec, &settings.model))
+            }
+            ProviderKind::Openai => Provider::OpenAi(Box::new(OpenAiProvider::new(
+                &settings.openai_base_url,
+                settings.openai_api_key.clone(),
+                &settings.model,
+                settings.provider_idle_timeout,
+            )?)),
+        };
+        let tools = Tools::new(ToolSettings {
+            workdir: settings.tool_workdir.clone(),
+            timeout: settings.tool_timeout,
+            max_bytes: settings.tool_output_max_bytes,
+            max_lines: settings.tool_output_max_lines,
+            output_dir: settings.tool_output_dir.clone(),
+            ssh_connect_timeout_s: settings.ssh_connect_timeout_s,
+            ssh_program: "ssh".into(),
+            fault_tools: settings.fault_tools,
+        });
+        let state = AppState(Arc::new(StateInner {
+            settings,
+            store,
+            provider,
+            tools,
+            activity,
+            journal,
+            sampler,
+            started: Instant::now(),
+        }));
+        Ok((state, report))
+    }
+}

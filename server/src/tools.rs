@@ -1,0 +1,590 @@
+//! Tools a turn can call: `sh` (a command in a working directory, with a timeout) and `ssh` (a
+//! command on a remote host through the system `ssh` in batch mode), plus the `panic` fault
+//! tool when fault tools are enabled.
+//!
+//! Output kept in history is bounded ([`ToolSettings::max_bytes`], [`ToolSettings::max_lines`]):
+//! only the head is held in memory, and once the bound is crossed everything (head included) is
+//! streamed to a file under the tool-output directory, which the bounded text refers to. One
+//! pathological payload can therefore not take gigabytes.
+//!
+//! A tool that runs and fails (non-zero exit, timeout, bad arguments, unknown tool) gives an
+//! error *result* the model sees. A tool that cannot run at all (the process cannot be spawned,
+//! the SSH connection or handshake fails) is a [`ToolError`]: that call gets an error result
+//! and the turn ends with outcome `error`; nothing else is affected.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::message::ToolCall;
+
+/// How tools run.
+#[derive(Debug, Clone)]
+pub struct ToolSettings {
+    /// Working directory of `sh`.
+    pub workdir: PathBuf,
+    /// Wall time per call.
+    pub timeout: Duration,
+    /// History bound, bytes.
+    pub max_bytes: usize,
+    /// History bound, lines.
+    pub max_lines: usize,
+    /// Where full outputs beyond the bound go.
+    pub output_dir: PathBuf,
+    /// `ssh -o ConnectTimeout=`, seconds.
+    pub ssh_connect_timeout_s: u64,
+    /// The `ssh` program.
+    pub ssh_program: PathBuf,
+    /// Whether the `panic` fault tool is registered.
+    pub fault_tools: bool,
+}
+
+/// A tool that could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    /// `ssh` could not connect or complete the handshake (exit status 255).
+    #[error("ssh to {host} failed to connect: {message}")]
+    SshConnect {
+        /// Destination as given.
+        host: String,
+        /// What ssh printed.
+        message: String,
+    },
+    /// The process could not be started.
+    #[error("could not start {program}: {source}")]
+    Spawn {
+        /// Program name.
+        program: String,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// Reading the output or writing the offload file failed.
+    #[error("tool output i/o failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl ToolError {
+    /// Stable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::SshConnect { .. } => "ssh_connect_failed",
+            Self::Spawn { .. } => "tool_spawn_failed",
+            Self::Io(_) => "tool_io",
+        }
+    }
+
+    /// `source` of the `error.unhandled` record: `ssh` or `tool`.
+    pub fn source_kind(&self) -> &'static str {
+        match self {
+            Self::SshConnect { .. } => "ssh",
+            Self::Spawn { .. } | Self::Io(_) => "tool",
+        }
+    }
+}
+
+/// What a tool call produced, bounded for history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolOutput {
+    /// Text kept in history (at most the bound plus a one-line note).
+    pub content: String,
+    /// The tool failed (non-zero exit, timeout, bad arguments).
+    pub is_error: bool,
+    /// The output was cut to the bound.
+    pub truncated: bool,
+    /// The file with the full output, when truncated.
+    pub output_file: Option<PathBuf>,
+    /// Bytes the tool wrote in total.
+    pub total_bytes: u64,
+}
+
+impl ToolOutput {
+    fn failed(message: impl Into<String>) -> ToolOutput {
+        ToolOutput {
+            content: message.into(),
+            is_error: true,
+            truncated: false,
+            output_file: None,
+            total_bytes: 0,
+        }
+    }
+}
+
+/// A tool's name, description and JSON-schema parameters (for providers that take tool specs).
+#[derive(Debug, Clone)]
+pub struct ToolSpec {
+    /// Name.
+    pub name: &'static str,
+    /// What it does, for the model.
+    pub description: &'static str,
+    /// JSON schema of the arguments.
+    pub parameters: Value,
+}
+
+/// The tool set of a server.
+#[derive(Debug, Clone)]
+pub struct Tools {
+    settings: ToolSettings,
+}
+
+impl Tools {
+    /// Tools running with `settings`.
+    pub fn new(settings: ToolSettings) -> Tools {
+        Tools { settings }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &ToolSettings {
+        &self.settings
+    }
+
+    /// Registered tools.
+    pub fn specs(&self) -> Vec<ToolSpec> {
+        let mut specs = vec![
+            ToolSpec {
+                name: "sh",
+                description: "Run a shell command (sh -c) in the server's tool working directory.",
+                parameters: json!({
+                    "type": "object",
+                    "properties": { "command": { "type": "string" } },
+                    "required": ["command"]
+                }),
+            },
+            ToolSpec {
+                name: "ssh",
+                description: "Run a command on a remote host over SSH (batch mode, key auth only).",
+                parameters: json!({
+                    "type": "object",
+                    "properties": {
+                        "host": { "type": "string", "description": "[user@]host[:port]" },
+                        "command": { "type": "string" }
+                    },
+                    "required": ["host", "command"]
+                }),
+            },
+        ];
+        if self.settings.fault_tools {
+            specs.push(ToolSpec {
+                name: "panic",
+                description: "Fault injection: panics inside the turn (drills and tests only).",
+                parameters: json!({ "type": "object", "properties": {} }),
+            });
+        }
+        specs
+    }
+
+    /// Runs one call. `turn` names the offload file.
+    ///
+    /// # Errors
+    /// The tool could not run at all (see [`ToolError`]).
+    pub async fn run(&self, call: &ToolCall, turn: &str) -> Result<ToolOutput, ToolError> {
+        let arg = |name: &str| call.arguments.get(name).and_then(Value::as_str);
+        match call.name.as_str() {
+            "sh" => {
+                let Some(command) = arg("command") else {
+                    return Ok(ToolOutput::failed("error: sh needs a string argument \"command\""));
+                };
+                let mut cmd = tokio::process::Command::new("sh");
+                cmd.arg("-c").arg(command).current_dir(&self.settings.workdir);
+                self.run_process(cmd, "sh", call, turn).await.map(|(out, _)| out)
+            }
+            "ssh" => {
+                let (Some(host), Some(command)) = (arg("host"), arg("command")) else {
+                    return Ok(ToolOutput::failed(
+                        "error: ssh needs string arguments \"host\" and \"command\"",
+                    ));
+                };
+                let Some((dest, port)) = parse_destination(host) else {
+                    return Ok(ToolOutput::failed(format!(
+                        "error: {host:?} is not a destination of the form [user@]host[:port]"
+                    )));
+                };
+                let mut cmd = tokio::process::Command::new(&self.settings.ssh_program);
+                cmd.args(["-o", "BatchMode=yes"])
+                    .arg("-o")
+                    .arg(format!("ConnectTimeout={}", self.settings.ssh_connect_timeout_s))
+                    .args(["-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=2"]);
+                if let Some(port) = port {
+                    cmd.arg("-p").arg(port.to_string());
+                }
+                cmd.arg("--").arg(dest).arg(command);
+                let (out, status) = self.run_process(cmd, "ssh", call, turn).await?;
+                // ssh exits 255 when it fails itself (connect, handshake, auth); the remote
+                // command's own status otherwise.
+                if status == Some(255) {
+                    let message = out
+                        .content
+                        .lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty() && !l.starts_with('['))
+                        .unwrap_or("exit status 255")
+                        .to_owned();
+                    return Err(ToolError::SshConnect { host: host.to_owned(), message });
+                }
+                Ok(out)
+            }
+            "panic" if self.settings.fault_tools => {
+                panic!("fault tool `panic` called in turn {turn} (fault tools are enabled)")
+            }
+            other => Ok(ToolOutput::failed(format!("error: no tool named {other:?}"))),
+        }
+    }
+
+    /// Runs a child with stdout and stderr merged into one pipe, bounded, with a timeout.
+    /// Returns the output and the exit code (`None` when killed or timed out).
+    async fn run_process(
+        &self,
+        mut cmd: tokio::process::Command,
+        program: &str,
+        call: &ToolCall,
+        turn: &str,
+    ) -> Result<(ToolOutput, Option<i32>), ToolError> {
+        let spawn_err = |source| ToolError::Spawn { program: program.to_owned(), source };
+        // One pipe for stdout and stderr, so the output keeps the order the tool wrote it in.
+        let (writer, mut rx) = tokio::net::unix::pipe::pipe().map_err(spawn_err)?;
+        let writer: OwnedFd = writer.into_blocking_fd().map_err(spawn_err)?;
+        let writer2 = writer.try_clone().map_err(spawn_err)?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(writer))
+            .stderr(Stdio::from(writer2))
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(spawn_err)?;
+        // Close our copies of the write end, or the read below never sees end-of-file.
+        drop(cmd);
+        let group = child.id().map(ProcessGroup);
+        let mut sink = OutputSink::new(
+            self.settings.output_dir.join(offload_name(turn, &call.id)),
+            self.settings.max_bytes,
+            self.settings.max_lines,
+        );
+        let timeout = self.settings.timeout;
+        let work = async {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let n = rx.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                sink.write(&buf[..n]).await?;
+            }
+            child.wait().await
+        };
+        let (status, note) = match tokio::time::timeout(timeout, work).await {
+            Ok(status) => {
+                let status = status?;
+                (
+                    status.code(),
+                    status.code().filter(|c| *c != 0).map(|c| format!("[exit status {c}]")),
+                )
+            }
+            Err(_) => (
+                None,
+                Some(format!("[timed out after {} ms; process group killed]", timeout.as_millis())),
+            ),
+        };
+        drop(group);
+        let mut out = sink.finish().await?;
+        if let Some(note) = note {
+            out.is_error = true;
+            if !out.content.is_empty() && !out.content.ends_with('\n') {
+                out.content.push('\n');
+            }
+            out.content.push_str(&note);
+        }
+        Ok((out, status))
+    }
+}
+
+/// Kills a tool's whole process group when dropped (timeout, cancellation, or done), so
+/// grandchildren do not outlive the call holding the output pipe.
+struct ProcessGroup(u32);
+
+impl Drop for ProcessGroup {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        let Ok(pgid) = libc::pid_t::try_from(self.0) else { return };
+        if pgid <= 1 {
+            return;
+        }
+        // SAFETY: kill(2) has no memory-safety preconditions; the negative pid names the
+        // process group the child leads (spawned with process_group(0)). The group id cannot
+        // be reused while any member lives, and once it is empty the call fails with ESRCH.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+    }
+}
+
+/// Splits `[user@]host[:port]`; `None` when the host is empty or looks like an option.
+pub fn parse_destination(s: &str) -> Option<(String, Option<u16>)> {
+    let s = s.trim();
+    let (dest, port) = match s.rsplit_once(':') {
+        Some((h, p))
+            if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') =>
+        {
+            (h, Some(p.parse().ok()?))
+        }
+        _ => (s, None),
+    };
+    let host = dest.rsplit('@').next().unwrap_or(dest);
+    if dest.is_empty()
+        || host.is_empty()
+        || dest.starts_with('-')
+        || dest.contains(char::is_whitespace)
+    {
+        return None;
+    }
+    Some((dest.to_owned(), port))
+}
+
+fn offload_name(turn: &str, call: &str) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .take(64)
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .collect()
+    };
+    format!("{}.{}.log", clean(turn), clean(call))
+}
+
+/// Keeps the head of an output in memory up to the bound; beyond it, writes everything to a
+/// file (0600) and remembers that the head was cut.
+#[derive(Debug)]
+pub struct OutputSink {
+    path: PathBuf,
+    file: Option<tokio::fs::File>,
+    head: Vec<u8>,
+    lines: usize,
+    total: u64,
+    max_bytes: usize,
+    max_lines: usize,
+    cut: bool,
+}
+
+impl OutputSink {
+    /// A sink offloading to `path` once more than `max_bytes` or `max_lines` arrive.
+    pub fn new(path: PathBuf, max_bytes: usize, max_lines: usize) -> OutputSink {
+        OutputSink {
+            path,
+            file: None,
+            head: Vec::new(),
+            lines: 0,
+            total: 0,
+            max_bytes,
+            max_lines,
+            cut: false,
+        }
+    }
+
+    /// Takes the next chunk of output.
+    ///
+    /// # Errors
+    /// The offload file cannot be created or written.
+    pub async fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.total += data.len() as u64;
+        if !self.cut {
+            let mut keep = 0;
+            for &b in data {
+                if self.head.len() + keep >= self.max_bytes || self.lines >= self.max_lines {
+                    self.cut = true;
+                    break;
+                }
+                keep += 1;
+                if b == b'\n' {
+                    self.lines += 1;
+                }
+            }
+            if self.cut {
+                let mut file = open_private(&self.path).await?;
+                file.write_all(&self.head).await?;
+                self.head.extend_from_slice(&data[..keep]);
+                file.write_all(data).await?;
+                self.file = Some(file);
+            } else {
+                self.head.extend_from_slice(data);
+            }
+        } else if let Some(file) = self.file.as_mut() {
+            file.write_all(data).await?;
+        }
+        Ok(())
+    }
+
+    /// The bounded output; the note names the file holding all of it when it was cut.
+    ///
+    /// # Errors
+    /// Flushing the offload file fails.
+    pub async fn finish(mut self) -> std::io::Result<ToolOutput> {
+        if let Some(mut file) = self.file.take() {
+            file.flush().await?;
+        }
+        let mut content = utf8_head(&self.head);
+        if self.cut {
+            if !content.ends_with('\n') {
+                content.push('\n');
+            }
+            content.push_str(&format!(
+                "[output truncated: kept {} bytes / {} lines of {} bytes; full output in {}]",
+                self.head.len(),
+                self.lines,
+                self.total,
+                self.path.display()
+            ));
+        }
+        Ok(ToolOutput {
+            content,
+            is_error: false,
+            truncated: self.cut,
+            output_file: self.cut.then(|| self.path.clone()),
+            total_bytes: self.total,
+        })
+    }
+}
+
+/// The bytes as text: a UTF-8 sequence cut at the end by the bound is dropped, other invalid
+/// bytes become U+FFFD.
+fn utf8_head(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(e) if e.error_len().is_none() => {
+            String::from_utf8_lossy(&bytes[..e.valid_up_to()]).into_owned()
+        }
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
+async fn open_private(path: &Path) -> std::io::Result<tokio::fs::File> {
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await?;
+    }
+    tokio::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tools(dir: &Path) -> Tools {
+        Tools::new(ToolSettings {
+            workdir: dir.to_path_buf(),
+            timeout: Duration::from_secs(20),
+            max_bytes: 1000,
+            max_lines: 20,
+            output_dir: dir.join("out"),
+            ssh_connect_timeout_s: 5,
+            ssh_program: "ssh".into(),
+            fault_tools: false,
+        })
+    }
+
+    fn call(name: &str, args: Value) -> ToolCall {
+        ToolCall { id: "call-1".into(), name: name.into(), arguments: args }
+    }
+
+    #[tokio::test]
+    async fn sh_runs_in_the_workdir_and_merges_stderr() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("marker"), "x").unwrap();
+        let out = tools(dir.path())
+            .run(&call("sh", json!({"command": "ls; echo oops >&2; exit 3"})), "t1")
+            .await
+            .unwrap();
+        assert!(out.content.contains("marker"), "{out:?}");
+        assert!(out.content.contains("oops"), "{out:?}");
+        assert!(out.content.ends_with("[exit status 3]"), "{out:?}");
+        assert!(out.is_error && !out.truncated);
+    }
+
+    #[tokio::test]
+    async fn big_output_is_bounded_and_offloaded_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = tools(dir.path())
+            .run(&call("sh", json!({"command": "seq 1 100000"})), "t1")
+            .await
+            .unwrap();
+        assert!(out.truncated, "{out:?}");
+        assert_eq!(out.content.lines().count(), 21, "20 lines + the note");
+        let file = out.output_file.unwrap();
+        let full = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(full.lines().count(), 100_000);
+        assert_eq!(full.len() as u64, out.total_bytes);
+        assert!(out.content.contains(&file.display().to_string()));
+    }
+
+    #[tokio::test]
+    async fn byte_bound_applies_to_long_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = tools(dir.path())
+            .run(&call("sh", json!({"command": "head -c 5000 /dev/zero | tr '\\0' a"})), "t2")
+            .await
+            .unwrap();
+        assert!(out.truncated);
+        assert!(out.content.starts_with(&"a".repeat(1000)));
+        assert!(!out.content.contains(&"a".repeat(1001)));
+    }
+
+    #[tokio::test]
+    async fn a_timeout_kills_the_group_and_is_an_error_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = tools(dir.path());
+        t.settings.timeout = Duration::from_millis(300);
+        let out = t
+            .run(&call("sh", json!({"command": "echo start; sleep 30 & sleep 30"})), "t3")
+            .await
+            .unwrap();
+        assert!(out.is_error);
+        assert!(out.content.contains("start") && out.content.contains("timed out"), "{out:?}");
+    }
+
+    #[tokio::test]
+    async fn ssh_to_a_closed_port_is_a_connect_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let err = tools(dir.path())
+            .run(
+                &call("ssh", json!({"host": format!("127.0.0.1:{port}"), "command": "true"})),
+                "t4",
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "ssh_connect_failed", "{err}");
+        assert_eq!(err.source_kind(), "ssh");
+    }
+
+    #[tokio::test]
+    async fn bad_arguments_and_unknown_tools_are_error_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = tools(dir.path());
+        assert!(t.run(&call("sh", json!({})), "t").await.unwrap().is_error);
+        assert!(
+            t.run(&call("ssh", json!({"host": "-oProxyCommand=x", "command": "true"})), "t")
+                .await
+                .unwrap()
+                .is_error
+        );
+        // `panic` is not registered unless fault tools are on.
+        let out = t.run(&call("panic", json!({})), "t").await.unwrap();
+        assert!(out.is_error && out.content.contains("no tool"), "{out:?}");
+    }
+
+    #[test]
+    fn destinations_parse() {
+        assert_eq!(parse_destination("a@h:2222"), Some(("a@h".into(), Some(2222))));
+        assert_eq!(parse_destination("h"), Some(("h".into(), None)));
+        assert_eq!(parse_destination("-oFoo"), None);
+        assert_eq!(parse_destination("a@"), None);
+        assert_eq!(parse_destination("h:99999"), None);
+    }
+}
