@@ -14,6 +14,8 @@ use clap::Parser;
 pub const DEFAULT_ADDR: &str = "127.0.0.1:24991";
 /// Root of everything the server keeps on disk. Env: `DISPATCH_VAR_DIR`.
 pub const DEFAULT_VAR_DIR: &str = "./var";
+/// Service name written in journal envelopes and segment names. Env: `DISPATCH_SERVICE`.
+pub const DEFAULT_SERVICE: &str = "dispatch";
 /// Turns holding a provider slot at once. Env: `DISPATCH_MAX_TURNS_IN_FLIGHT`.
 pub const DEFAULT_MAX_TURNS_IN_FLIGHT: usize = 4;
 /// Turns waiting for a slot before new ones are refused with 503. Env: `DISPATCH_MAX_QUEUE_DEPTH`.
@@ -92,6 +94,18 @@ pub struct Config {
     /// Journal directory [default: <var dir>/journal].
     #[arg(long, env = "DISPATCH_JOURNAL_DIR")]
     pub journal_dir: Option<PathBuf>,
+    /// Service name in every journal line and segment file name.
+    #[arg(long, env = "DISPATCH_SERVICE", default_value = DEFAULT_SERVICE)]
+    pub service: String,
+    /// Journal segment size that triggers rotation, bytes [default: 64 MiB].
+    #[arg(long, env = "DISPATCH_JOURNAL_SEGMENT_BYTES")]
+    pub journal_segment_bytes: Option<u64>,
+    /// Byte budget of all journal segments [default: 2 GiB].
+    #[arg(long, env = "DISPATCH_JOURNAL_BUDGET_BYTES")]
+    pub journal_budget_bytes: Option<u64>,
+    /// Journal lines queued while the segment is busy before lines are dropped (and counted) [default: 4096].
+    #[arg(long, env = "DISPATCH_JOURNAL_QUEUE_LINES")]
+    pub journal_queue_lines: Option<usize>,
     /// Traces database of the collector [default: <var dir>/traces.db]; recorded, not written, by the server.
     #[arg(long, env = "DISPATCH_TRACES_DB")]
     pub traces_db: Option<PathBuf>,
@@ -178,6 +192,10 @@ impl Config {
             db: under(self.db, "dispatch.db"),
             journal_dir: under(self.journal_dir, "journal"),
             traces_db: under(self.traces_db, "traces.db"),
+            service: self.service,
+            journal_segment_bytes: self.journal_segment_bytes,
+            journal_budget_bytes: self.journal_budget_bytes,
+            journal_queue_lines: self.journal_queue_lines,
             tool_output_dir: under(self.tool_output_dir, "tool-output"),
             var_dir: self.var_dir,
             provider: self.provider,
@@ -221,6 +239,14 @@ pub struct Settings {
     pub journal_dir: PathBuf,
     /// Traces database (recorded for the collector).
     pub traces_db: PathBuf,
+    /// Journal service name.
+    pub service: String,
+    /// Journal rotation size, when set (else the writer's default).
+    pub journal_segment_bytes: Option<u64>,
+    /// Journal byte budget, when set.
+    pub journal_budget_bytes: Option<u64>,
+    /// Journal queue bound, when set.
+    pub journal_queue_lines: Option<usize>,
     /// Where full tool outputs are offloaded.
     pub tool_output_dir: PathBuf,
     /// Provider.
@@ -289,6 +315,9 @@ impl Settings {
         put("var_dir", self.var_dir.display().to_string().into());
         put("db", self.db.display().to_string().into());
         put("journal_dir", self.journal_dir.display().to_string().into());
+        put("traces_db", self.traces_db.display().to_string().into());
+        put("tool_output_dir", self.tool_output_dir.display().to_string().into());
+        put("service", self.service.clone().into());
         put("provider", self.provider.as_str().into());
         put("model", self.model.clone().into());
         put("max_turns_in_flight", self.max_turns_in_flight.into());

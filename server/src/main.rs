@@ -48,10 +48,23 @@ fn run(config: Config) -> anyhow::Result<()> {
     let settings = config.resolve();
     std::fs::create_dir_all(&settings.var_dir)
         .with_context(|| format!("creating the var directory {}", settings.var_dir.display()))?;
-    let journal = JournalBuilder::new(&settings.journal_dir)
-        .service("dispatch")
+    // Flags and their environment variables are parsed by clap; `with_env` runs first so
+    // that a flag given on the command line wins over the variable.
+    let mut builder = JournalBuilder::new(&settings.journal_dir)
+        .service(settings.service.clone())
         .with_env()
         .context("journal settings")?
+        .service(settings.service.clone());
+    if let Some(bytes) = settings.journal_segment_bytes {
+        builder = builder.max_segment_bytes(bytes);
+    }
+    if let Some(bytes) = settings.journal_budget_bytes {
+        builder = builder.budget_bytes(bytes);
+    }
+    if let Some(lines) = settings.journal_queue_lines {
+        builder = builder.queue_lines(lines);
+    }
+    let journal = builder
         .open()
         .with_context(|| format!("opening the journal in {}", settings.journal_dir.display()))?;
     journal.emit(Record::ProcessStart(telemetry::process_start(&settings)));
@@ -59,10 +72,10 @@ fn run(config: Config) -> anyhow::Result<()> {
     let activity = Arc::new(Activity::new(settings.max_turns_in_flight, settings.max_queue_depth));
     let sampler = if settings.sampler_enabled {
         let sampler = SamplerBuilder::new()
-            .interval(settings.sample_interval)
-            .load_source(activity.clone())
             .with_env()
             .context("sampler settings")?
+            .interval(settings.sample_interval)
+            .load_source(activity.clone())
             .start(journal.clone())
             .context("starting the memory sampler")?;
         Some(sampler)

@@ -1,0 +1,281 @@
+//! Test helpers: the real server binary in a scratch var directory, a small HTTP client
+//! (hyper) with an SSE reader, journal reading (plain serde_json, independent of the code
+//! under test) and polling with a generous deadline. No fixed ports, nothing beyond 127.0.0.1.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+/// Generous deadline for conditions a test waits for (never a timing assertion).
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Polls `cond` every 50 ms until it holds or `DEADLINE` passes; panics naming `what`.
+pub fn wait_for<T>(what: &str, mut cond: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Async flavour of [`wait_for`].
+pub async fn wait_for_async<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    mut cond: impl FnMut() -> F,
+) -> T {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = cond().await {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The real `dispatch-server` binary running in a var directory.
+pub struct ServerProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub var: PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts the binary with `--addr 127.0.0.1:0` in `var`, `DISPATCH_*` removed from its
+    /// environment, plus `args`; waits for its address file.
+    pub fn start(var: &Path, args: &[&str]) -> ServerProcess {
+        let addr_file = var.join("addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dispatch-server"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("DISPATCH_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.current_dir(var)
+            .arg("--addr")
+            .arg("127.0.0.1:0")
+            .arg("--addr-file")
+            .arg(&addr_file)
+            .arg("--var-dir")
+            .arg(var)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(var.join("server.stderr"))
+                    .expect("stderr file"),
+            ));
+        let mut child = cmd.spawn().expect("spawning dispatch-server");
+        let addr = wait_for("the server's address file", || {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(var.join("server.stderr")).unwrap_or_default();
+                panic!("dispatch-server exited early with {status}: {log}");
+            }
+            std::fs::read_to_string(&addr_file).ok()?.trim().parse().ok()
+        });
+        ServerProcess { child, addr, var: var.to_path_buf() }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGKILL`) and waits for the process to end.
+    pub fn signal_and_wait(&mut self, signal: i32) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        self.child.wait().expect("wait")
+    }
+
+    pub fn client(&self) -> Http {
+        Http::new(self.addr)
+    }
+
+    pub fn journal_dir(&self) -> PathBuf {
+        self.var.join("journal")
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every journal line in `dir` (all segments, in file-name order), parsed as JSON. Lines that
+/// do not parse (a torn last line) are skipped.
+pub fn read_journal(dir: &Path) -> Vec<Value> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "ndjson"));
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        out.extend(text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()));
+    }
+    out
+}
+
+/// Records of `kind`.
+pub fn of_kind<'a>(records: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    records.iter().filter(|r| r["kind"] == kind).collect()
+}
+
+/// One SSE event.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub event: String,
+    pub data: Value,
+}
+
+/// A tiny HTTP/1 client for the API.
+#[derive(Clone)]
+pub struct Http {
+    addr: SocketAddr,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Http {
+    pub fn new(addr: SocketAddr) -> Http {
+        Http { addr, client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()) }
+    }
+
+    /// Sends a request; returns the status and the whole body.
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (u16, Vec<u8>) {
+        let mut req = Request::builder().method(method).uri(format!("http://{}{path}", self.addr));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp =
+            self.client.request(req.body(Full::new(Bytes::from(body))).unwrap()).await.unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+        (status, body)
+    }
+
+    /// JSON request (`Content-Type: application/json` when there is a body).
+    pub async fn json(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let (status, bytes) = match body {
+            Some(b) => {
+                self.raw(
+                    method,
+                    path,
+                    &[("content-type", "application/json")],
+                    serde_json::to_vec(&b).unwrap(),
+                )
+                .await
+            }
+            None => self.raw(method, path, &[], Vec::new()).await,
+        };
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
+        (status, value)
+    }
+
+    /// Creates a conversation; returns its id.
+    pub async fn create_conversation(&self) -> String {
+        let (status, v) = self.json("POST", "/v1/conversations", None).await;
+        assert_eq!(status, 201, "{v}");
+        v["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Starts a streamed turn; `on_event` sees each event as it arrives; returns all events.
+    pub async fn stream_turn(
+        &self,
+        conversation: &str,
+        message: &str,
+        mut on_event: impl FnMut(&SseEvent),
+    ) -> Vec<SseEvent> {
+        let body = serde_json::to_vec(&serde_json::json!({ "message": message })).unwrap();
+        let req = Request::builder()
+            .method("POST")
+            .uri(format!("http://{}/v1/conversations/{conversation}/turns", self.addr))
+            .header("content-type", "application/json")
+            .header("accept", "text/event-stream")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let resp = self.client.request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.into_body();
+        let mut buf = Vec::new();
+        let mut events = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { break };
+            let Some(data) = frame.data_ref() else { continue };
+            buf.extend_from_slice(data);
+            while let Some(at) = buf.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = buf.drain(..at + 2).collect();
+                let text = String::from_utf8(block).unwrap();
+                let mut event = String::new();
+                let mut data = String::new();
+                for line in text.lines() {
+                    if let Some(e) = line.strip_prefix("event:") {
+                        event = e.trim().to_owned();
+                    } else if let Some(d) = line.strip_prefix("data:") {
+                        data.push_str(d.strip_prefix(' ').unwrap_or(d));
+                    }
+                }
+                if event.is_empty() && data.is_empty() {
+                    continue; // keep-alive comment
+                }
+                let e = SseEvent {
+                    event,
+                    data: serde_json::from_str(&data).unwrap_or(Value::String(data)),
+                };
+                on_event(&e);
+                events.push(e);
+            }
+        }
+        events
+    }
+}
+
+/// The text of the `token` events.
+pub fn tokens(events: &[SseEvent]) -> String {
+    events.iter().filter(|e| e.event == "token").filter_map(|e| e.data["text"].as_str()).collect()
+}
+
+/// The `end` event's data.
+pub fn end(events: &[SseEvent]) -> &Value {
+    &events.iter().rev().find(|e| e.event == "end").expect("an end event").data
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}

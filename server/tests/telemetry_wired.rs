@@ -1,0 +1,128 @@
+//! Telemetry must not be silently removable: the real binary, started with no configuration
+//! beyond a scratch var directory, writes `process.start` and `memory.sample` records with
+//! jemalloc figures, runs with the configured `malloc_conf`, reports telemetry in `/health`
+//! and `/metrics`, and on SIGTERM drains, seals and writes `process.stop`.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::{ServerProcess, of_kind, read_journal, wait_for, wait_for_async};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_binary_journals_memory_samples() {
+    let var = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(var.path(), &[]);
+    // Poll (generous deadline) for a memory sample in the journal directory.
+    let sample = wait_for("a memory.sample record in the journal", || {
+        let records = read_journal(&server.journal_dir());
+        of_kind(&records, "memory.sample").first().map(|s| (*s).clone())
+    });
+    assert!(sample["rss"].as_u64().unwrap() > 0, "{sample}");
+    assert!(
+        sample["jemalloc"]["allocated"].as_u64().is_some(),
+        "jemalloc is the allocator: {sample}"
+    );
+    assert!(
+        sample["load"]["turns_in_flight"].as_u64().is_some(),
+        "the server's load source: {sample}"
+    );
+
+    let records = read_journal(&server.journal_dir());
+    let start = of_kind(&records, "process.start")[0].clone();
+    assert_eq!(start["version"], env!("CARGO_PKG_VERSION"));
+    assert!(start["allocator"].as_str().unwrap().starts_with("jemalloc 5."), "{start}");
+    assert!(!start["allocator"].as_str().unwrap().contains('\0'));
+    let build_id = start["build_id"].as_str().expect("a GNU build-id");
+    assert!(build_id.len() >= 16 && build_id.bytes().all(|b| b.is_ascii_hexdigit()), "{build_id}");
+    assert_eq!(start["config"]["provider"], "sim");
+
+    // `malloc_conf` was applied: background purge threads exist only with background_thread:true.
+    let threads = wait_for("jemalloc's background thread", || {
+        let names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", server.pid()))
+            .ok()?
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|s| s.trim().to_owned())
+            .collect();
+        names.iter().any(|n| n.starts_with("jemalloc_bg_thd")).then_some(names)
+    });
+    assert!(threads.iter().any(|n| n.starts_with("dispatch-mem")), "sampler thread: {threads:?}");
+
+    let http = server.client();
+    let (status, health) = http.json("GET", "/health", None).await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["journal"]["healthy"], true);
+    assert_eq!(health["sampler"]["alive"], true);
+    let (status, metrics) = http.raw("GET", "/metrics", &[], Vec::new()).await;
+    assert_eq!(status, 200);
+    let metrics = String::from_utf8(metrics).unwrap();
+    for name in [
+        "process_resident_memory_bytes ",
+        "dispatch_jemalloc_allocated_bytes ",
+        "dispatch_jemalloc_active_bytes ",
+        "dispatch_jemalloc_resident_bytes ",
+        "dispatch_jemalloc_retained_bytes ",
+        "dispatch_jemalloc_mapped_bytes ",
+        "dispatch_jemalloc_metadata_bytes ",
+        "dispatch_turns_in_flight ",
+        "dispatch_turn_queue_depth ",
+    ] {
+        assert!(metrics.lines().any(|l| l.starts_with(name)), "{name} missing:\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_sampler_health_fails() {
+    let var = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(var.path(), &["--bench-sampler-off"]);
+    let (status, health) = server.client().json("GET", "/health", None).await;
+    assert_eq!(status, 503, "{health}");
+    assert_eq!(health["sampler"]["enabled"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_short_turns_finish_seals_long_ones_and_writes_process_stop() {
+    let var = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(var.path(), &["--shutdown-grace-ms", "1500"]);
+    let http = server.client();
+    let short = http.create_conversation().await;
+    let long = http.create_conversation().await;
+    let started = Arc::new(Mutex::new(0));
+    let mut tasks = Vec::new();
+    for (c, m) in [(short.clone(), "rate:100 size:300"), (long.clone(), "rate:10 size:100000")] {
+        let (http, started) = (http.clone(), started.clone());
+        tasks.push(tokio::spawn(async move {
+            http.stream_turn(&c, m, |e| {
+                if e.event == "token" && e.data["text"] == "lorem " {
+                    *started.lock().unwrap() += 1;
+                }
+            })
+            .await
+        }));
+    }
+    wait_for_async("both turns streaming", || {
+        let n = *started.lock().unwrap();
+        async move { (n == 2).then_some(()) }
+    })
+    .await;
+    let status = server.signal_and_wait(libc::SIGTERM);
+    assert_eq!(status.code(), Some(0), "clean exit");
+    let short_events = tasks.remove(0).await.unwrap();
+    let long_events = tasks.remove(0).await.unwrap();
+    assert_eq!(common::end(&short_events)["outcome"], "ok");
+    assert_eq!(common::end(&long_events)["outcome"], "sealed");
+    let records = read_journal(&server.journal_dir());
+    let stop = of_kind(&records, "process.stop");
+    assert_eq!(stop.len(), 1);
+    assert_eq!(stop[0]["reason"], "signal:SIGTERM");
+    assert_eq!(stop[0]["turns_sealed"], 1);
+    drop(server);
+    // The sealed turn kept its partial output, and nothing needs repair at the next start.
+    let server = ServerProcess::start(var.path(), &[]);
+    let (_, conv) = server.client().json("GET", &format!("/v1/conversations/{long}"), None).await;
+    assert_eq!(conv["status"], "idle");
+    assert_eq!(conv["turns_list"][0]["status"], "sealed");
+    assert!(conv["messages"].as_array().unwrap().iter().any(|m| m["partial"] == true));
+    let records = read_journal(&server.journal_dir());
+    assert!(of_kind(&records, "conversation.repair").is_empty());
+}
