@@ -816,3 +816,81 @@ pub fn turn_status(
         )
         .optional()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(id: &str) -> ToolCall {
+        ToolCall {
+            id: id.into(),
+            name: "sh".into(),
+            arguments: serde_json::json!({"command": "sleep 9"}),
+        }
+    }
+
+    #[test]
+    fn repair_answers_orphaned_calls_drops_empty_partials_and_seals() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db").join("dispatch.db");
+        let store = Store::open(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+        store
+            .call_sync(|c| {
+                create_conversation(c, "c1", None)?;
+                create_conversation(c, "c2", None)?;
+                assert_eq!(
+                    start_turn(c, "c1", "t1", "tool:sh sleep 9")?,
+                    TurnStart::Started { turns: 1 }
+                );
+                assert_eq!(start_turn(c, "c1", "t-busy", "x")?, TurnStart::Busy);
+                assert_eq!(start_turn(c, "nope", "t-x", "x")?, TurnStart::NotFound);
+                // Step 1 finished with two tool calls; only the first got its result.
+                let m = begin_assistant(c, "c1", "t1")?;
+                finish_assistant(c, m, "calling", &[call("a"), call("b")])?;
+                add_tool_result(
+                    c,
+                    "c1",
+                    "t1",
+                    &ToolResultRow {
+                        call_id: "a".into(),
+                        tool_name: "sh".into(),
+                        content: "ok".into(),
+                        is_error: false,
+                        truncated: false,
+                        output_file: None,
+                    },
+                )?;
+                // Step 2 opened but nothing streamed yet.
+                begin_assistant(c, "c1", "t1")?;
+                Ok(())
+            })
+            .unwrap();
+        drop(store);
+
+        let store = Store::open(&path).unwrap();
+        let report = store.repair_and_seal().unwrap();
+        let actions: Vec<&str> = report.repairs.iter().map(|r| r.action).collect();
+        assert_eq!(
+            actions,
+            ["empty_message_dropped", "orphaned_tool_call", "turn_sealed", "status_reset"]
+        );
+        assert_eq!(report.sealed_turns, vec![("c1".to_owned(), "t1".to_owned())]);
+        let detail = store.call_sync(|c| get_conversation(c, "c1")).unwrap().unwrap();
+        assert_eq!(detail.summary.status, "idle");
+        assert_eq!(detail.turns_list[0].status, turn_status::SEALED);
+        let roles: Vec<Role> = detail.messages.iter().map(|m| m.role).collect();
+        assert_eq!(roles, [Role::User, Role::Assistant, Role::Tool, Role::Tool]);
+        let orphan = &detail.messages[3];
+        assert_eq!(orphan.tool_call_id.as_deref(), Some("b"));
+        assert!(orphan.is_error && orphan.content.contains("server stopped"), "{orphan:?}");
+        // Idempotent: a second start has nothing to do.
+        assert!(store.repair_and_seal().unwrap().repairs.is_empty());
+        // The untouched conversation is as it was.
+        assert_eq!(
+            store.call_sync(|c| get_conversation(c, "c2")).unwrap().unwrap().summary.status,
+            "idle"
+        );
+    }
+}
