@@ -58,6 +58,7 @@
 //! ```
 
 mod error;
+mod fastline;
 pub mod query;
 mod reader;
 pub mod retention;
@@ -231,6 +232,7 @@ impl Collector {
         let max_issues = self.cfg.max_reported_issues;
         let db_path = self.db_path.clone();
         let conn = &mut self.conn;
+        let checkpoint_stop = AtomicBool::new(false);
         let (written, read) = std::thread::scope(|s| {
             let reader = std::thread::Builder::new()
                 .name("dispatch-collector-reader".into())
@@ -244,7 +246,14 @@ impl Collector {
                     );
                 }
             };
+            let checkpointer = std::thread::Builder::new()
+                .name("dispatch-collector-checkpoint".into())
+                .spawn_scoped(s, || schema::checkpoint_loop(&db_path, &checkpoint_stop));
             let written = write_loop(conn, &db_path, rx, &progress, &mut summary, max_issues);
+            checkpoint_stop.store(true, Ordering::Relaxed);
+            if let Ok(c) = checkpointer {
+                let _ = c.join();
+            }
             let read =
                 reader.join().unwrap_or(Err(ReaderFailure::Error(CollectorError::ThreadLost {
                     thread: "reader",
@@ -275,10 +284,15 @@ fn write_loop(
     summary: &mut Summary,
     max_issues: usize,
 ) -> Result<(), CollectorError> {
+    let mut busy = Duration::ZERO;
+    let t0 = Instant::now();
+    let cpu0 = thread_cpu_ns();
     for mut batch in rx {
         let now = Timestamp::now().unix_millis();
+        let tb = Instant::now();
         let done = store::commit(conn, &mut batch, now)
             .map_err(CollectorError::db(db_path, "committing a batch"))?;
+        busy += tb.elapsed();
         progress.done_bytes.fetch_add(batch.counts.bytes, Ordering::Relaxed);
         summary.lines += batch.counts.lines;
         summary.bytes += batch.counts.bytes;
@@ -316,7 +330,23 @@ fn write_loop(
             }
         }
     }
+    if std::env::var_os("COLLECTOR_PROFILE").is_some() {
+        eprintln!(
+            "writer busy {:?} of {:?}, cpu {:?}",
+            busy,
+            t0.elapsed(),
+            Duration::from_nanos(thread_cpu_ns() - cpu0)
+        );
+    }
     Ok(())
+}
+
+/// CPU time of the calling thread, ns (from /proc; 0 when unreadable). Profiling aid.
+pub(crate) fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
 }
 
 impl CollectorBuilder {

@@ -103,8 +103,18 @@ pub(crate) const S_ALLOCATED: usize = 5;
 pub(crate) const S_RESIDENT: usize = 7;
 pub(crate) const S_TURNS_IN_FLIGHT: usize = 20;
 
-/// The typed columns of one sample, in [`COLUMNS`] order.
-pub(crate) type SampleVals = [Option<i64>; SAMPLE_COLS];
+/// The typed columns of one sample, in [`COLUMNS`] order; [`NULL`] for an absent figure.
+/// (A plain `i64` array is half the size of `[Option<i64>; 27]`, and samples are most rows.)
+pub(crate) type SampleVals = [i64; SAMPLE_COLS];
+
+/// An absent sample figure (stored as SQL NULL). Never a real value: figures are `u64`s
+/// clamped to `i64::MAX`.
+pub(crate) const NULL: i64 = i64::MIN;
+
+/// A sample figure as an `Option`.
+pub(crate) fn opt(v: i64) -> Option<i64> {
+    (v != NULL).then_some(v)
+}
 
 /// A row of a keyed table.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,9 +129,10 @@ pub(crate) struct KeyedRow {
 
 /// The columns after `id, ts_ms`.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // see `Sample`
 pub(crate) enum RowVals {
-    /// `samples`: plain integers, no allocation.
-    Sample(Box<SampleVals>),
+    /// `samples`: plain integers, inline (no allocation per sample, the most common row).
+    Sample(SampleVals),
     /// Any other table, in [`COLUMNS`] order.
     Other(Vec<Value>),
 }
@@ -165,6 +176,7 @@ fn vjson<T: serde::Serialize>(v: Option<T>) -> Value {
 
 /// The typed columns of a memory sample.
 pub(crate) fn sample_vals(s: MemorySample) -> SampleVals {
+    let int = |v: Option<u64>| int(v).unwrap_or(NULL);
     let je = s.jemalloc.unwrap_or_default();
     let cg = s.cgroup.unwrap_or_default();
     let ev = cg.events.unwrap_or_default();
@@ -212,7 +224,7 @@ pub(crate) fn to_row(
     let raw_text = || String::from_utf8_lossy(raw).into_owned();
     let mut meta = None;
     let (table, vals) = match record {
-        Record::MemorySample(s) => (T_SAMPLES, RowVals::Sample(Box::new(sample_vals(s)))),
+        Record::MemorySample(s) => (T_SAMPLES, RowVals::Sample(sample_vals(s))),
         Record::ConversationMemory(c) => (
             T_CONVERSATION_MEMORY,
             RowVals::Other(vec![
@@ -397,8 +409,8 @@ mod tests {
             ..Default::default()
         };
         let v = sample_vals(s);
-        assert_eq!((v[S_RSS], v[S_ALLOCATED], v[S_RESIDENT]), (Some(10), Some(7), Some(9)));
-        assert_eq!(v[S_TURNS_IN_FLIGHT], Some(3));
-        assert_eq!(v[1], None, "an absent hwm stays NULL, never 0");
+        assert_eq!((v[S_RSS], v[S_ALLOCATED], v[S_RESIDENT]), (10, 7, 9));
+        assert_eq!(v[S_TURNS_IN_FLIGHT], 3);
+        assert_eq!(opt(v[1]), None, "an absent hwm stays NULL, never 0");
     }
 }

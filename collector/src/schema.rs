@@ -371,6 +371,10 @@ pub(crate) fn restrict_db_files(db: &Path) -> Result<(), CollectorError> {
 /// Opens (creating, 0600) the traces database for writing, sets WAL, `synchronous=NORMAL` and
 /// 16 KiB pages, and migrates it to [`SCHEMA_VERSION`].
 ///
+/// Automatic WAL checkpoints are off on this connection: while a collector runs, a checkpoint
+/// thread with its own connection copies the WAL into the database ,
+/// so the writer thread never stops for it.
+///
 /// # Errors
 /// [`CollectorError::SchemaTooNew`] when a newer collector wrote it; I/O and SQLite errors.
 pub fn open_for_writing(db: &Path) -> Result<Connection, CollectorError> {
@@ -391,7 +395,9 @@ pub fn open_for_writing(db: &Path) -> Result<Connection, CollectorError> {
          PRAGMA synchronous = NORMAL;
          PRAGMA cache_size = -65536;
          PRAGMA temp_store = MEMORY;
-         PRAGMA busy_timeout = 5000;"
+         PRAGMA busy_timeout = 5000;
+         PRAGMA wal_autocheckpoint = 0;
+         PRAGMA journal_size_limit = 67108864;"
     );
     conn.execute_batch(&pragmas).map_err(CollectorError::db(db, "setting pragmas"))?;
     conn.set_prepared_statement_cache_capacity(256);
@@ -419,6 +425,26 @@ pub fn open_read_only(db: &Path) -> Result<Connection, CollectorError> {
         return Err(CollectorError::SchemaTooNew { path: db.into(), found, max: SCHEMA_VERSION });
     }
     Ok(conn)
+}
+
+/// How often the checkpoint thread runs a passive WAL checkpoint.
+pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Runs `PRAGMA wal_checkpoint(PASSIVE)` on its own connection every [`CHECKPOINT_INTERVAL`]
+/// until `stop` is set, then once more with `TRUNCATE` (best effort: a busy database is left
+/// for the next round).
+pub(crate) fn checkpoint_loop(db: &Path, stop: &std::sync::atomic::AtomicBool) {
+    use std::sync::atomic::Ordering;
+    let Ok(conn) = Connection::open(db) else { return };
+    let _ = conn.busy_timeout(std::time::Duration::from_millis(100));
+    while !stop.load(Ordering::Relaxed) {
+        let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        let deadline = std::time::Instant::now() + CHECKPOINT_INTERVAL;
+        while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
 }
 
 fn migrate(conn: &Connection, db: &Path) -> Result<(), CollectorError> {

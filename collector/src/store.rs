@@ -10,7 +10,7 @@ use rusqlite::{Connection, Transaction, params};
 
 use crate::rows::{
     BootMeta, COLUMNS, HeaderInfo, KeyedRow, N_TABLES, RowVals, S_ALLOCATED, S_RESIDENT, S_RSS,
-    S_TURNS_IN_FLIGHT, T_SAMPLES, T_TURN_STARTS,
+    S_TURNS_IN_FLIGHT, T_SAMPLES, T_TURN_STARTS, opt,
 };
 use crate::schema::{KEYED_TABLES, SEQ_BITS, split_key};
 
@@ -115,6 +115,17 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
+    /// An empty batch with room for `lines` sample rows (the most common kind) and a share
+    /// of the others, so pushing rarely reallocates.
+    pub(crate) fn with_capacity(lines: usize) -> Batch {
+        let mut b = Batch::default();
+        b.rows[crate::rows::T_SAMPLES].reserve(lines.min(1 << 16));
+        for t in 1..N_TABLES {
+            b.rows[t].reserve((lines / 4).min(1 << 14));
+        }
+        b
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.new_boots.is_empty()
             && self.new_segments.is_empty()
@@ -143,6 +154,19 @@ struct MinMax {
 }
 
 impl MinMax {
+    fn merge(&mut self, o: &MinMax) {
+        if o.n > 0 {
+            self.min = Some(
+                self.min.map_or(o.min.unwrap_or(i64::MAX), |m| m.min(o.min.unwrap_or(i64::MAX))),
+            );
+            self.max = Some(
+                self.max.map_or(o.max.unwrap_or(i64::MIN), |m| m.max(o.max.unwrap_or(i64::MIN))),
+            );
+            self.sum = self.sum.saturating_add(o.sum);
+            self.n += o.n;
+        }
+    }
+
     fn add(&mut self, v: Option<i64>) {
         if let Some(v) = v {
             self.min = Some(self.min.map_or(v, |m| m.min(v)));
@@ -172,7 +196,37 @@ struct BootStats {
     last_ts: Option<i64>,
 }
 
+impl Rollup {
+    fn merge(&mut self, o: &Rollup) {
+        self.samples += o.samples;
+        self.rss.merge(&o.rss);
+        self.allocated.merge(&o.allocated);
+        self.resident.merge(&o.resident);
+        self.turns_started += o.turns_started;
+        self.turns_in_flight_max = match (self.turns_in_flight_max, o.turns_in_flight_max) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
 impl BootStats {
+    fn merge(&mut self, o: &BootStats) {
+        let lo = |a: Option<i64>, b: Option<i64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let hi = |a: Option<i64>, b: Option<i64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.records += o.records;
+        self.first_seq = lo(self.first_seq, o.first_seq);
+        self.last_seq = hi(self.last_seq, o.last_seq);
+        self.first_ts = lo(self.first_ts, o.first_ts);
+        self.last_ts = hi(self.last_ts, o.last_ts);
+    }
+
     fn add(&mut self, seq: i64, ts: i64) {
         self.records += 1;
         self.first_seq = Some(self.first_seq.map_or(seq, |m| m.min(seq)));
@@ -236,18 +290,37 @@ pub(crate) fn commit(
         // a way the filter could not see, and is counted rather than hidden.
         done.duplicates += rows.len() as u64 - inserted;
         done.records += inserted;
+        // Rows come in key order: aggregate runs of one boot (and hour) before touching the maps.
+        let mut run: Option<(i64, BootStats)> = None;
+        let mut hour_run: Option<((i64, i64), Rollup)> = None;
         for r in rows {
             let (boot_no, seq) = split_key(r.id);
-            boots.entry(boot_no).or_default().add(seq as i64, r.ts_ms);
+            match &mut run {
+                Some((b, st)) if *b == boot_no => st.add(seq as i64, r.ts_ms),
+                _ => {
+                    if let Some((b, st)) = run.take() {
+                        boots.entry(b).or_default().merge(&st);
+                    }
+                    let mut st = BootStats::default();
+                    st.add(seq as i64, r.ts_ms);
+                    run = Some((boot_no, st));
+                }
+            }
             if t == T_SAMPLES || t == T_TURN_STARTS {
                 let hour = r.ts_ms.div_euclid(HOUR_MS) * HOUR_MS;
-                let agg = rollups.entry((boot_no, hour)).or_default();
+                if hour_run.as_ref().is_none_or(|(k, _)| *k != (boot_no, hour)) {
+                    if let Some((k, agg)) = hour_run.take() {
+                        rollups.entry(k).or_default().merge(&agg);
+                    }
+                    hour_run = Some(((boot_no, hour), Rollup::default()));
+                }
+                let Some((_, agg)) = hour_run.as_mut() else { continue };
                 if let RowVals::Sample(v) = &r.vals {
                     agg.samples += 1;
-                    agg.rss.add(v[S_RSS]);
-                    agg.allocated.add(v[S_ALLOCATED]);
-                    agg.resident.add(v[S_RESIDENT]);
-                    if let Some(f) = v[S_TURNS_IN_FLIGHT] {
+                    agg.rss.add(opt(v[S_RSS]));
+                    agg.allocated.add(opt(v[S_ALLOCATED]));
+                    agg.resident.add(opt(v[S_RESIDENT]));
+                    if let Some(f) = opt(v[S_TURNS_IN_FLIGHT]) {
                         agg.turns_in_flight_max =
                             Some(agg.turns_in_flight_max.map_or(f, |m| m.max(f)));
                     }
@@ -255,6 +328,12 @@ pub(crate) fn commit(
                     agg.turns_started += 1;
                 }
             }
+        }
+        if let Some((b, st)) = run.take() {
+            boots.entry(b).or_default().merge(&st);
+        }
+        if let Some((k, agg)) = hour_run.take() {
+            rollups.entry(k).or_default().merge(&agg);
         }
     }
     for ((boot_no, hour), a) in &rollups {
@@ -453,33 +532,44 @@ fn cached_sql(t: usize, n: usize) -> std::rc::Rc<str> {
 /// Inserts rows of table `t` with multi-row `INSERT OR IGNORE`s; returns rows inserted.
 fn insert_rows(tx: &Transaction<'_>, t: usize, rows: &[KeyedRow]) -> rusqlite::Result<u64> {
     let mut inserted = 0u64;
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let sql = cached_sql(t, chunk.len());
+    let full = rows.len() / ROWS_PER_INSERT * ROWS_PER_INSERT;
+    let (head, rest) = rows.split_at(full);
+    for (part, n) in [(head, ROWS_PER_INSERT), (rest, rest.len())] {
+        if part.is_empty() {
+            continue;
+        }
+        // One statement per chunk size, prepared once per batch and stepped per chunk.
+        let sql = cached_sql(t, n);
         let mut stmt = tx.prepare_cached(&sql)?;
-        let mut i = 1usize;
-        for r in chunk {
-            stmt.raw_bind_parameter(i, r.id)?;
-            stmt.raw_bind_parameter(i + 1, r.ts_ms)?;
-            i += 2;
-            match &r.vals {
-                RowVals::Sample(v) => {
-                    for x in v.iter() {
-                        stmt.raw_bind_parameter(i, x)?;
-                        i += 1;
-                    }
-                }
-                RowVals::Other(v) => {
-                    for x in v {
-                        match x {
-                            Value::Text(s) => stmt.raw_bind_parameter(i, s.as_str())?,
-                            other => stmt.raw_bind_parameter(i, other)?,
+        for chunk in part.chunks(n) {
+            let mut i = 1usize;
+            for r in chunk {
+                stmt.raw_bind_parameter(i, r.id)?;
+                stmt.raw_bind_parameter(i + 1, r.ts_ms)?;
+                i += 2;
+                match &r.vals {
+                    RowVals::Sample(v) => {
+                        for &x in v.iter() {
+                            match opt(x) {
+                                Some(x) => stmt.raw_bind_parameter(i, x)?,
+                                None => stmt.raw_bind_parameter(i, rusqlite::types::Null)?,
+                            }
+                            i += 1;
                         }
-                        i += 1;
+                    }
+                    RowVals::Other(v) => {
+                        for x in v {
+                            match x {
+                                Value::Text(s) => stmt.raw_bind_parameter(i, s.as_str())?,
+                                other => stmt.raw_bind_parameter(i, other)?,
+                            }
+                            i += 1;
+                        }
                     }
                 }
             }
+            inserted += stmt.raw_execute()? as u64;
         }
-        inserted += stmt.raw_execute()? as u64;
     }
     Ok(inserted)
 }
