@@ -68,7 +68,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         .open()
         .with_context(|| format!("opening the journal in {}", settings.journal_dir.display()))?;
     journal.emit(Record::ProcessStart(telemetry::process_start(&settings)));
-    telemetry::install_panic_capture();
+    telemetry::install_panic_capture(settings.panic_backtrace);
     let activity = Arc::new(Activity::new(settings.max_turns_in_flight, settings.max_queue_depth));
     let sampler = if settings.sampler_enabled {
         let sampler = SamplerBuilder::new()

@@ -257,10 +257,16 @@ thread_local! {
     static LAST_PANIC: RefCell<Option<CapturedPanic>> = const { RefCell::new(None) };
 }
 
-/// Installs (once) a chained panic hook that remembers the location, thread and backtrace of
-/// a panic on the panicking thread, so the turn boundary catching it can journal them. The
-/// previous hook still runs (the message still reaches stderr).
-pub fn install_panic_capture() {
+/// Installs (once) a chained panic hook that remembers the location, thread and (when
+/// `backtrace`) the resolved backtrace of a panic on the panicking thread, so the turn
+/// boundary catching it can journal them. The previous hook still runs (the message still
+/// reaches stderr).
+///
+/// Resolving a backtrace makes std load and keep the binary's debug info: measured on the
+/// release build, RSS went from 9.5 MB to 91 MB (+55 MB anonymous) at the first panic and
+/// stayed there, not growing with later panics. `DISPATCH_PANIC_BACKTRACE=false` trades the
+/// backtrace for that memory.
+pub fn install_panic_capture(backtrace: bool) {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
@@ -270,7 +276,8 @@ pub fn install_panic_capture() {
                     .location()
                     .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column())),
                 thread: std::thread::current().name().map(str::to_owned),
-                backtrace: Some(std::backtrace::Backtrace::force_capture().to_string()),
+                backtrace: backtrace
+                    .then(|| std::backtrace::Backtrace::force_capture().to_string()),
             };
             LAST_PANIC.with(|p| *p.borrow_mut() = Some(captured));
             previous(info);

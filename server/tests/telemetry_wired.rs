@@ -126,3 +126,43 @@ async fn sigterm_lets_short_turns_finish_seals_long_ones_and_writes_process_stop
     let records = read_journal(&server.journal_dir());
     assert!(of_kind(&records, "conversation.repair").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turns_carry_allocation_counts_and_busy_conversations_get_memory_records() {
+    let var = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(var.path(), &["--conversation-memory-interval-ms", "200"]);
+    let http = server.client();
+    let quick = http.create_conversation().await;
+    let events = http.stream_turn(&quick, "size:5000 rate:0", |_| {}).await;
+    let turn = common::end(&events)["id"].as_str().unwrap().to_owned();
+    let end = wait_for("the quick turn's turn.end", || {
+        let r = read_journal(&server.journal_dir());
+        of_kind(&r, "turn.end").into_iter().find(|e| e["turn"] == turn.as_str()).cloned()
+    });
+    assert_eq!(end["output_bytes"], 5000);
+    let alloc = end["alloc_bytes"].as_u64().expect("alloc_bytes from jemalloc's thread counters");
+    let freed = end["freed_bytes"].as_u64().expect("freed_bytes");
+    assert!(alloc >= 5000 && freed > 0, "{end}");
+
+    // A long turn is among the top conversations while it runs.
+    let slow = http.create_conversation().await;
+    let h = http.clone();
+    let s = slow.clone();
+    let task = tokio::spawn(async move { h.stream_turn(&s, "rate:20 size:100000", |_| {}).await });
+    let record = wait_for("a conversation.memory record for the running conversation", || {
+        let r = read_journal(&server.journal_dir());
+        of_kind(&r, "conversation.memory")
+            .into_iter()
+            .find(|m| m["conversation"] == slow.as_str())
+            .cloned()
+    });
+    assert!(record["history_bytes"].as_u64().unwrap() > 0, "{record}");
+    assert_eq!(record["turns"], 1);
+    assert!(record["alloc_bytes"].as_u64().is_some());
+    let (_, conv) = http.json("GET", &format!("/v1/conversations/{slow}"), None).await;
+    let turn = conv["turns_list"][0]["id"].as_str().unwrap().to_owned();
+    let (status, _) =
+        http.json("POST", &format!("/v1/conversations/{slow}/turns/{turn}/cancel"), None).await;
+    assert_eq!(status, 202);
+    assert_eq!(common::end(&task.await.unwrap())["outcome"], "cancelled");
+}
