@@ -8,7 +8,10 @@
 //!     [--warmup 2] [--rounds 3] [--size 2000] [--idle-seconds 5]
 //! ```
 //!
-//! Rounds alternate sampler-on and sampler-off servers so drift on a shared machine hits both.
+//! Rounds rotate through three servers so drift on a shared machine hits each mode: sampler
+//! at 1 s (the default), sampler off, and sampler at 10 ms. The 10 ms mode amplifies the
+//! sampler's cost a hundredfold, so its overhead divided by 100 bounds the 1 s overhead even
+//! when round-to-round noise is larger than the 1 s effect.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark binary, not a library
 
@@ -76,11 +79,30 @@ struct RoundResult {
     cost_us: Vec<u64>,
 }
 
-async fn round(o: &Options, sampler_on: bool) -> RoundResult {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Sampler1s,
+    Off,
+    Sampler10ms,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Sampler1s => "sampler 1 s ",
+            Mode::Off => "sampler off ",
+            Mode::Sampler10ms => "sampler 10 ms",
+        }
+    }
+}
+
+async fn round(o: &Options, mode: Mode) -> RoundResult {
     let var = tempfile::tempdir().unwrap();
     let mut args = vec!["--sim-tokens-per-sec", "0"];
-    if !sampler_on {
-        args.push("--bench-sampler-off");
+    match mode {
+        Mode::Sampler1s => {}
+        Mode::Off => args.push("--bench-sampler-off"),
+        Mode::Sampler10ms => args.extend(["--sample-interval-ms", "10"]),
     }
     let server = ServerProcess::start(var.path(), &args);
     let http = server.client();
@@ -178,38 +200,51 @@ async fn main() {
         o.conversations, o.size, o.seconds, o.warmup, o.rounds
     );
     idle_rss(&o).await;
-    let (mut on, mut off) = (Vec::new(), Vec::new());
+    let modes = [Mode::Sampler1s, Mode::Off, Mode::Sampler10ms];
+    let mut results: Vec<(Mode, RoundResult)> = Vec::new();
     for r in 0..o.rounds {
-        // Alternate which mode goes first so slow drift on a shared machine hits both.
-        let order = if r % 2 == 0 { [true, false] } else { [false, true] };
-        for sampler_on in order {
-            let res = round(&o, sampler_on).await;
+        // Rotate the order so slow drift on a shared machine hits every mode.
+        for k in 0..modes.len() {
+            let mode = modes[(r + k) % modes.len()];
+            let res = round(&o, mode).await;
             println!(
-                "round {} sampler {:3}: {:8.1} turns/s {:10.1} tokens/s, {} errors, {} memory.sample records",
+                "round {} {}: {:8.1} turns/s {:10.1} tokens/s, {} errors, {} memory.sample records",
                 r + 1,
-                if sampler_on { "on" } else { "off" },
+                mode.name(),
                 res.turns_per_s,
                 res.tokens_per_s,
                 res.errors,
                 res.samples
             );
-            if sampler_on { on.push(res) } else { off.push(res) }
+            results.push((mode, res));
         }
     }
-    let m = |v: &[RoundResult], f: fn(&RoundResult) -> f64| median(v.iter().map(f).collect());
-    let (on_t, off_t) = (m(&on, |r| r.turns_per_s), m(&off, |r| r.turns_per_s));
-    let (on_k, off_k) = (m(&on, |r| r.tokens_per_s), m(&off, |r| r.tokens_per_s));
-    println!("median sampler on : {on_t:.1} turns/s, {on_k:.1} tokens/s");
-    println!("median sampler off: {off_t:.1} turns/s, {off_k:.1} tokens/s");
-    println!("sampling overhead (turns/s, median): {:+.2}%", (off_t - on_t) / off_t * 100.0);
-    let mut costs: Vec<u64> = on.iter().flat_map(|r| r.cost_us.iter().copied()).collect();
-    costs.sort_unstable();
-    if let (Some(max), false) = (costs.last(), costs.is_empty()) {
-        let med = costs[costs.len() / 2];
+    let of = |m: Mode| results.iter().filter(move |(mode, _)| *mode == m).map(|(_, r)| r);
+    let med = |m: Mode, f: fn(&RoundResult) -> f64| median(of(m).map(f).collect());
+    let off_t = med(Mode::Off, |r| r.turns_per_s);
+    for m in modes {
+        let (t, k) = (med(m, |r| r.turns_per_s), med(m, |r| r.tokens_per_s));
         println!(
-            "sample cost under load: median {med} us, max {max} us over {} samples = {:.3}% of one core at 1 Hz",
-            costs.len(),
-            med as f64 / 1e6 * 100.0
+            "median {}: {t:.1} turns/s, {k:.1} tokens/s, {:+.2}% turns/s vs off",
+            m.name(),
+            (off_t - t) / off_t * 100.0
         );
+    }
+    let amplified = (off_t - med(Mode::Sampler10ms, |r| r.turns_per_s)) / off_t * 100.0;
+    println!(
+        "overhead at 1 s implied by the 10 ms mode (100x the samples): {:+.3}%",
+        amplified / 100.0
+    );
+    for m in [Mode::Sampler1s, Mode::Sampler10ms] {
+        let mut costs: Vec<u64> = of(m).flat_map(|r| r.cost_us.iter().copied()).collect();
+        costs.sort_unstable();
+        if let Some(max) = costs.last().copied() {
+            let med = costs[costs.len() / 2];
+            println!(
+                "{} sample cost under load: median {med} us, max {max} us over {} samples",
+                m.name(),
+                costs.len()
+            );
+        }
     }
 }
