@@ -70,7 +70,7 @@ mod store;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::mpsc::{Receiver, Sender, channel, sync_channel};
 use std::time::{Duration, Instant};
 
 use dispatch_journal::Timestamp;
@@ -226,6 +226,9 @@ impl Collector {
             follow,
         };
         let (tx, rx) = sync_channel::<Batch>(self.cfg.channel_batches);
+        // Committed batches go back to the reader, which frees their rows and reuses their
+        // buffers: freeing is work the writer thread (the bottleneck) need not do.
+        let (used_tx, used_rx) = channel::<Batch>();
         let progress = Arc::clone(&self.progress);
         progress.done_bytes.store(0, Ordering::Relaxed);
         let mut summary = Summary::default();
@@ -236,7 +239,7 @@ impl Collector {
         let (written, read) = std::thread::scope(|s| {
             let reader = std::thread::Builder::new()
                 .name("dispatch-collector-reader".into())
-                .spawn_scoped(s, || Reader::new(cfg, state, tx, stop, &progress).run());
+                .spawn_scoped(s, || Reader::new(cfg, state, tx, used_rx, stop, &progress).run());
             let reader = match reader {
                 Ok(r) => r,
                 Err(e) => {
@@ -249,7 +252,8 @@ impl Collector {
             let checkpointer = std::thread::Builder::new()
                 .name("dispatch-collector-checkpoint".into())
                 .spawn_scoped(s, || schema::checkpoint_loop(&db_path, &checkpoint_stop));
-            let written = write_loop(conn, &db_path, rx, &progress, &mut summary, max_issues);
+            let written =
+                write_loop(conn, &db_path, rx, used_tx, &progress, &mut summary, max_issues);
             checkpoint_stop.store(true, Ordering::Relaxed);
             if let Ok(c) = checkpointer {
                 let _ = c.join();
@@ -280,6 +284,7 @@ fn write_loop(
     conn: &mut Connection,
     db_path: &Path,
     rx: Receiver<Batch>,
+    used: Sender<Batch>,
     progress: &Progress,
     summary: &mut Summary,
     max_issues: usize,
@@ -300,7 +305,7 @@ fn write_loop(
         summary.too_new += batch.counts.too_new;
         summary.records += done.records.saturating_sub(batch.counts.unknown_kinds);
         summary.duplicates += done.duplicates;
-        for e in batch.errors {
+        for e in batch.errors.drain(..) {
             if e.code == "segment_truncated" {
                 summary.truncated_segments += 1;
             } else {
@@ -317,7 +322,7 @@ fn write_loop(
             }
         }
         // Only now, with every byte committed, may the writer's retention see the marker.
-        for marker in batch.markers {
+        for marker in batch.markers.drain(..) {
             let segment = marker.with_extension("");
             if segment.exists() {
                 std::fs::OpenOptions::new()
@@ -329,6 +334,8 @@ fn write_loop(
                 summary.drained_segments += 1;
             }
         }
+        // The reader may be gone (it finished); then the batch is freed here.
+        let _ = used.send(batch);
     }
     if std::env::var_os("COLLECTOR_PROFILE").is_some() {
         eprintln!(

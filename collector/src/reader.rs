@@ -11,7 +11,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::{Duration, Instant};
 
 use dispatch_journal::segment::DRAINED_MARKER_SUFFIX;
@@ -145,6 +145,8 @@ pub(crate) struct Reader<'a> {
     cfg: ReaderConfig,
     st: ReaderState,
     tx: SyncSender<Batch>,
+    /// Committed batches coming back for reuse.
+    used: Receiver<Batch>,
     stop: &'a AtomicBool,
     progress: &'a Progress,
     batch: Batch,
@@ -166,6 +168,7 @@ impl<'a> Reader<'a> {
         cfg: ReaderConfig,
         st: ReaderState,
         tx: SyncSender<Batch>,
+        used: Receiver<Batch>,
         stop: &'a AtomicBool,
         progress: &'a Progress,
     ) -> Self {
@@ -174,6 +177,7 @@ impl<'a> Reader<'a> {
             cfg,
             st,
             tx,
+            used,
             stop,
             progress,
             batch: Batch::default(),
@@ -738,7 +742,14 @@ impl<'a> Reader<'a> {
                 });
             }
         }
-        let batch = std::mem::replace(&mut self.batch, Batch::with_capacity(self.cfg.batch_lines));
+        let next = match self.used.try_recv() {
+            Ok(mut b) => {
+                b.clear();
+                b
+            }
+            Err(_) => Batch::with_capacity(self.cfg.batch_lines),
+        };
+        let batch = std::mem::replace(&mut self.batch, next);
         self.batch_lines = 0;
         self.batch_started = Instant::now();
         self.last_key.clear();

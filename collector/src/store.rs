@@ -15,7 +15,7 @@ use crate::rows::{
 use crate::schema::{KEYED_TABLES, SEQ_BITS, split_key};
 
 /// Rows per multi-row `INSERT`.
-const ROWS_PER_INSERT: usize = 64;
+const ROWS_PER_INSERT: usize = 1;
 
 /// A segment seen for the first time.
 #[derive(Debug, Clone)]
@@ -124,6 +124,22 @@ impl Batch {
             b.rows[t].reserve((lines / 4).min(1 << 14));
         }
         b
+    }
+
+    /// Empties the batch, keeping its buffers.
+    pub(crate) fn clear(&mut self) {
+        self.new_boots.clear();
+        self.new_segments.clear();
+        self.header_lines.clear();
+        for rows in &mut self.rows {
+            rows.clear();
+        }
+        self.boot_meta.clear();
+        self.checkpoints.clear();
+        self.errors.clear();
+        self.markers.clear();
+        self.counts = Counts::default();
+        self.maybe_duplicate_in_batch = false;
     }
 
     pub(crate) fn is_empty(&self) -> bool {
