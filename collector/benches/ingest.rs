@@ -95,7 +95,11 @@ fn main() {
         let drained = t.elapsed().as_secs_f64();
         drop(c); // closing checkpoints the rest of the WAL: part of the cost
         let secs = t.elapsed().as_secs_f64();
-        println!("  open {opened:.3} s, drain {:.3} s, close {:.3} s", drained - opened, secs - drained);
+        println!(
+            "  open {opened:.3} s, drain {:.3} s, close {:.3} s",
+            drained - opened,
+            secs - drained
+        );
         assert_eq!(s.lines, n, "every line drained");
         assert_eq!(s.records + s.unknown_kinds, n, "every line stored once");
         assert_eq!((s.quarantined, s.duplicates), (0, 0));

@@ -557,6 +557,10 @@ fn insert_rows(tx: &Transaction<'_>, t: usize, rows: &[KeyedRow]) -> rusqlite::R
         // One statement per chunk size, prepared once per batch and stepped per chunk.
         let sql = cached_sql(t, n);
         let mut stmt = tx.prepare_cached(&sql)?;
+        // Bindings persist across executions: a NULL bound for the previous row need not be
+        // bound again (most sample figures are NULL or not in long runs). Bit j of
+        // `null_bound` says parameter j holds NULL; nothing is known at first.
+        let mut null_bound: u64 = 0;
         for chunk in part.chunks(n) {
             let mut i = 1usize;
             for r in chunk {
@@ -566,9 +570,17 @@ fn insert_rows(tx: &Transaction<'_>, t: usize, rows: &[KeyedRow]) -> rusqlite::R
                 match &r.vals {
                     RowVals::Sample(v) => {
                         for &x in v.iter() {
+                            let bit = 1u64 << (i % 64);
                             match opt(x) {
-                                Some(x) => stmt.raw_bind_parameter(i, x)?,
-                                None => stmt.raw_bind_parameter(i, rusqlite::types::Null)?,
+                                Some(x) => {
+                                    stmt.raw_bind_parameter(i, x)?;
+                                    null_bound &= !bit;
+                                }
+                                None if n == 1 && null_bound & bit != 0 => {}
+                                None => {
+                                    stmt.raw_bind_parameter(i, rusqlite::types::Null)?;
+                                    null_bound |= bit;
+                                }
                             }
                             i += 1;
                         }

@@ -79,7 +79,7 @@ impl Gen {
     }
 
     /// A `memory.sample` with the figures `dispatchctl mem` reads (about 300 bytes with the
-/// envelope; the mix averages about 280).
+    /// envelope; the mix averages about 280).
     pub fn sample(&mut self) -> Record {
         let r = &mut self.rng;
         let allocated = 200_000_000 + r.below(50_000_000);
