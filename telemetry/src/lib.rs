@@ -37,7 +37,10 @@
 //! # }
 //! ```
 
+pub mod build_id;
 pub mod config;
+#[cfg(feature = "crash")]
+pub mod crash;
 pub mod journal;
 pub mod memory;
 

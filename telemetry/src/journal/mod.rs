@@ -21,6 +21,12 @@
 
 mod retention;
 
+/// Segment names of `service` in `dir`, oldest first (for the crash monitor).
+#[cfg(feature = "crash")]
+pub(crate) fn list_segment_names(dir: &Path, service: &str) -> io::Result<Vec<SegmentName>> {
+    Ok(retention::list_segments(dir, service)?.into_iter().map(|f| f.name).collect())
+}
+
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -47,6 +53,7 @@ pub struct JournalBuilder {
     queue_lines: usize,
     lock_wait: Duration,
     sync_interval: Duration,
+    boot: Option<String>,
 }
 
 /// The writer's defaults.
@@ -76,7 +83,14 @@ impl JournalBuilder {
             queue_lines: Journal::DEFAULT_QUEUE_LINES,
             lock_wait: Journal::DEFAULT_LOCK_WAIT,
             sync_interval: Journal::DEFAULT_SYNC_INTERVAL,
+            boot: None,
         }
+    }
+
+    /// Use this boot id instead of a fresh random one. The crash monitor picks its child's
+    /// boot id, so that it can append `crash` and `exit` records under it.
+    pub fn boot_id(self, boot: impl Into<String>) -> Self {
+        JournalBuilder { boot: Some(boot.into()), ..self }
     }
 
     /// Service name in envelopes and segment file names. Default:
@@ -151,7 +165,10 @@ impl JournalBuilder {
             .map_err(|source| JournalError::Dir { path: self.dir.clone(), source })?
             .last()
             .map(|s| s.name.segment);
-        let boot = dispatch_journal::boot_id_from_random(random_bytes());
+        let boot = match self.boot.clone() {
+            Some(b) if !b.is_empty() => b,
+            _ => new_boot_id(),
+        };
         let next_segment = last.map_or(0, |n| n + 1);
         let shared = Arc::new(Shared {
             boot,
@@ -709,6 +726,11 @@ fn io_thread(weak: Weak<Shared>) {
             return;
         }
     }
+}
+
+/// A fresh random boot id (UUID v4).
+pub fn new_boot_id() -> String {
+    dispatch_journal::boot_id_from_random(random_bytes())
 }
 
 /// 16 random bytes for the boot id, from the kernel's pool; falls back to time and pid,

@@ -74,6 +74,13 @@ pub(super) fn parse_events(text: &str) -> CgroupEvents {
     e
 }
 
+/// The `oom_kill` count of the process's cgroup v2 (`None` without one).
+#[cfg(feature = "crash")]
+pub(crate) fn oom_kill_count() -> Option<u64> {
+    let text = std::fs::read_to_string(cgroup_dir()?.join("memory.events")).ok()?;
+    parse_events(&text).oom_kill
+}
+
 fn cgroup_dir() -> Option<PathBuf> {
     let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     let rel = cgroup.lines().find_map(|l| l.strip_prefix("0::"))?.trim_start_matches('/');

@@ -8,7 +8,7 @@
 //! source. The sampler is the only code that advances the jemalloc epoch: `/metrics` and
 //! error records reuse [`Sampler::last`].
 
-mod cgroup;
+pub(crate) mod cgroup;
 #[cfg(feature = "jemalloc")]
 pub mod jemalloc;
 mod procfs;

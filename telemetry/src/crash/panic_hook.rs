@@ -1,0 +1,74 @@
+//! The chained panic hook: a `panic` record with backtrace and the turn it belongs to.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dispatch_journal::Record;
+use dispatch_journal::record::Panic;
+
+use crate::journal::Journal;
+
+/// The conversation and turn a thread is working for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnContext {
+    /// Conversation id.
+    pub conversation: Arc<str>,
+    /// Turn id.
+    pub turn: Arc<str>,
+}
+
+std::thread_local! {
+    static CURRENT: RefCell<Option<TurnContext>> = const { RefCell::new(None) };
+}
+
+/// Sets the turn this thread works for (around each poll of a turn's future) and returns the
+/// previous value, to restore afterwards. A panic meanwhile is journaled with it.
+pub fn set_current_turn(ctx: Option<TurnContext>) -> Option<TurnContext> {
+    CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), ctx))
+}
+
+/// The turn this thread works for.
+pub fn current_turn() -> Option<TurnContext> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+/// How long the hook waits for the `panic` record to be written and synced.
+pub const PANIC_FLUSH_WAIT: Duration = Duration::from_millis(500);
+
+type FatalHook = Box<dyn Fn() + Send + Sync>;
+
+/// Installs a panic hook that writes a `panic` record (message, location, thread, backtrace,
+/// conversation and turn) and waits (bounded) for it to reach the disk, then calls the hook
+/// that was installed before. A panic on the thread named `main` is `fatal`: it ends the
+/// process, and `on_fatal` runs (the server asks the crash monitor for a dump there).
+pub fn install_panic_hook(journal: Journal, on_fatal: Option<FatalHook>) {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(non-string panic payload)".to_string());
+        let thread = std::thread::current();
+        let thread_name = thread.name().unwrap_or("(unnamed)").to_string();
+        let fatal = thread_name == "main";
+        let ctx = current_turn();
+        let record = Record::Panic(Panic {
+            message: Some(message),
+            location: info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column())),
+            thread: Some(thread_name),
+            backtrace: Some(std::backtrace::Backtrace::force_capture().to_string()),
+            conversation: ctx.as_ref().map(|c| c.conversation.to_string()),
+            turn: ctx.as_ref().map(|c| c.turn.to_string()),
+            fatal: Some(fatal),
+        });
+        journal.emit(record);
+        journal.flush(PANIC_FLUSH_WAIT);
+        if fatal && let Some(f) = &on_fatal {
+            f();
+        }
+        previous(info);
+    }));
+}
