@@ -30,6 +30,8 @@ pub const DEFAULT_TOOL_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_TOOL_OUTPUT_MAX_BYTES: usize = 50 * 1024;
 /// Tool output kept in history, lines. Env: `DISPATCH_TOOL_OUTPUT_MAX_LINES`.
 pub const DEFAULT_TOOL_OUTPUT_MAX_LINES: usize = 2000;
+/// Byte budget of the tool-output directory (1 GiB); oldest offload files are deleted first. Env: `DISPATCH_TOOL_OUTPUT_BUDGET_BYTES`.
+pub const DEFAULT_TOOL_OUTPUT_BUDGET_BYTES: u64 = 1024 * 1024 * 1024;
 /// `ssh -o ConnectTimeout=`, seconds. Env: `DISPATCH_SSH_CONNECT_TIMEOUT_S`.
 pub const DEFAULT_SSH_CONNECT_TIMEOUT_S: u64 = 10;
 /// Tokens per second the `sim` provider streams (0: as fast as it can). Env: `DISPATCH_SIM_TOKENS_PER_SEC`.
@@ -154,6 +156,9 @@ pub struct Config {
     /// Tool output kept in history, lines.
     #[arg(long, env = "DISPATCH_TOOL_OUTPUT_MAX_LINES", default_value_t = DEFAULT_TOOL_OUTPUT_MAX_LINES)]
     pub tool_output_max_lines: usize,
+    /// Byte budget of the tool-output directory; the oldest offload files are deleted first.
+    #[arg(long, env = "DISPATCH_TOOL_OUTPUT_BUDGET_BYTES", default_value_t = DEFAULT_TOOL_OUTPUT_BUDGET_BYTES)]
+    pub tool_output_budget_bytes: u64,
     /// ssh ConnectTimeout, seconds.
     #[arg(long, env = "DISPATCH_SSH_CONNECT_TIMEOUT_S", default_value_t = DEFAULT_SSH_CONNECT_TIMEOUT_S)]
     pub ssh_connect_timeout_s: u64,
@@ -216,6 +221,7 @@ impl Config {
             tool_timeout: Duration::from_millis(self.tool_timeout_ms.max(1)),
             tool_output_max_bytes: self.tool_output_max_bytes.max(1),
             tool_output_max_lines: self.tool_output_max_lines.max(1),
+            tool_output_budget_bytes: self.tool_output_budget_bytes,
             ssh_connect_timeout_s: self.ssh_connect_timeout_s.max(1),
             fault_tools: self.fault_tools,
             panic_backtrace: self.panic_backtrace,
@@ -282,6 +288,8 @@ pub struct Settings {
     pub tool_output_max_bytes: usize,
     /// History bound for tool output, lines.
     pub tool_output_max_lines: usize,
+    /// Byte budget of the tool-output directory.
+    pub tool_output_budget_bytes: u64,
     /// ssh ConnectTimeout, seconds.
     pub ssh_connect_timeout_s: u64,
     /// Whether fault tools are registered.

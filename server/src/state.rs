@@ -125,6 +125,7 @@ impl AppState {
             ssh_connect_timeout_s: settings.ssh_connect_timeout_s,
             ssh_program: "ssh".into(),
             fault_tools: settings.fault_tools,
+            output_budget_bytes: settings.tool_output_budget_bytes,
         });
         let state = AppState(Arc::new(StateInner {
             settings,

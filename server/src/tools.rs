@@ -15,6 +15,8 @@
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -41,6 +43,8 @@ pub struct ToolSettings {
     pub ssh_program: PathBuf,
     /// Whether the `panic` fault tool is registered.
     pub fault_tools: bool,
+    /// Byte budget of the offload directory; the oldest files go first when it is exceeded.
+    pub output_budget_bytes: u64,
 }
 
 /// A tool that could not run at all.
@@ -128,12 +132,18 @@ pub struct ToolSpec {
 #[derive(Debug, Clone)]
 pub struct Tools {
     settings: ToolSettings,
+    pruned: Arc<AtomicU64>,
 }
 
 impl Tools {
     /// Tools running with `settings`.
     pub fn new(settings: ToolSettings) -> Tools {
-        Tools { settings }
+        Tools { settings, pruned: Arc::new(AtomicU64::new(0)) }
+    }
+
+    /// Offload files deleted to keep the directory within its byte budget, since start.
+    pub fn offloads_pruned(&self) -> u64 {
+        self.pruned.load(Ordering::Relaxed)
     }
 
     /// The settings.
@@ -288,6 +298,14 @@ impl Tools {
         };
         drop(group);
         let mut out = sink.finish().await?;
+        if let Some(kept) = out.output_file.clone() {
+            let (dir, budget) =
+                (self.settings.output_dir.clone(), self.settings.output_budget_bytes);
+            let pruned = tokio::task::spawn_blocking(move || prune_offloads(&dir, budget, &kept))
+                .await
+                .unwrap_or(0);
+            self.pruned.fetch_add(pruned, Ordering::Relaxed);
+        }
         if let Some(note) = note {
             out.is_error = true;
             if !out.content.is_empty() && !out.content.ends_with('\n') {
@@ -317,6 +335,40 @@ impl Drop for ProcessGroup {
             libc::kill(-pgid, libc::SIGKILL);
         }
     }
+}
+
+/// Deletes the oldest `*.log` files of `dir` until the rest fit in `budget` bytes, never
+/// `keep` (the file just written). Returns how many were deleted. Errors (a file vanished, a
+/// directory unreadable) skip the file: pruning is best effort and never fails a tool call.
+pub fn prune_offloads(dir: &Path, budget: u64, keep: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let path = e.path();
+            if path.extension().is_none_or(|x| x != "log") {
+                return None;
+            }
+            let meta = e.metadata().ok()?;
+            Some((meta.modified().ok()?, meta.len(), path))
+        })
+        .collect();
+    let mut total: u64 = files.iter().map(|f| f.1).sum();
+    files.sort();
+    let mut deleted = 0;
+    for (_, len, path) in files {
+        if total <= budget {
+            break;
+        }
+        if path == keep {
+            continue;
+        }
+        if std::fs::remove_file(&path).is_ok() {
+            total = total.saturating_sub(len);
+            deleted += 1;
+        }
+    }
+    deleted
 }
 
 /// Splits `[user@]host[:port]`; `None` when the host is empty or looks like an option.
@@ -483,6 +535,7 @@ mod tests {
             ssh_connect_timeout_s: 5,
             ssh_program: "ssh".into(),
             fault_tools: false,
+            output_budget_bytes: 1 << 30,
         })
     }
 
@@ -577,6 +630,27 @@ mod tests {
         // `panic` is not registered unless fault tools are on.
         let out = t.run(&call("panic", json!({})), "t").await.unwrap();
         assert!(out.is_error && out.content.contains("no tool"), "{out:?}");
+    }
+
+    #[tokio::test]
+    async fn offloads_are_kept_within_their_budget_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = tools(dir.path());
+        t.settings.output_budget_bytes = 25_000;
+        for turn in ["t1", "t2", "t3"] {
+            let out = t.run(&call("sh", json!({"command": "seq 1 2000"})), turn).await.unwrap();
+            assert!(out.truncated);
+            // Distinct modification times, so "oldest" is defined.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Each file is 8,893 bytes: two fit in 25,000, the oldest went.
+        let mut left: Vec<String> = std::fs::read_dir(dir.path().join("out"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["t2.call-1.log", "t3.call-1.log"]);
+        assert_eq!(t.offloads_pruned(), 1);
     }
 
     #[test]
