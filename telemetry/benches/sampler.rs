@@ -17,7 +17,9 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[allow(unsafe_code, non_upper_case_globals)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 /// The server's malloc_conf.
-pub static malloc_conf: &[u8] = dispatch_telemetry::memory::jemalloc::MALLOC_CONF_C;
+// SAFETY: only this binary defines the symbol; jemalloc reads it as `const char *`, so it is
+// a thin pointer to the first byte of the 'static NUL-terminated string.
+pub static malloc_conf: &u8 = &dispatch_telemetry::memory::jemalloc::MALLOC_CONF_C[0];
 
 struct Gauges;
 impl LoadSource for Gauges {

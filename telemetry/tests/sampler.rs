@@ -110,3 +110,14 @@ fn sampler_thread_journals_samples_with_load() {
     );
     assert_eq!(Some(&last), samples.last().copied());
 }
+
+#[test]
+fn malloc_conf_is_applied_background_threads_and_decay() {
+    use tikv_jemalloc_ctl::{Access, AsName};
+    assert!(tikv_jemalloc_ctl::opt::background_thread::read().unwrap(), "opt.background_thread");
+    assert!(tikv_jemalloc_ctl::background_thread::read().unwrap(), "background threads running");
+    let dirty: isize = b"opt.dirty_decay_ms\0".name().read().unwrap();
+    assert_eq!(dirty, 1000);
+    let prof: bool = b"opt.prof\0".name().read().unwrap();
+    assert!(prof, "heap profiling compiled in and enabled at start (inactive)");
+}

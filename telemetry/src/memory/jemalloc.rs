@@ -15,12 +15,13 @@ use tikv_jemalloc_ctl::{epoch, epoch_mib, stats, thread};
 /// - `prof:true,prof_active:false,lg_prof_sample:19`: heap profiling compiled in and off,
 ///   switchable at run time (`prof.active`) without a restart; sampling every 512 KiB.
 ///
-/// Export it under the prefixed symbol the tikv-jemalloc-sys build uses:
+/// Export it under the prefixed symbol the tikv-jemalloc-sys build uses. jemalloc declares
+/// `const char *malloc_conf`, so the symbol must be a thin pointer to the first byte:
 ///
 /// ```ignore
 /// #[allow(unsafe_code, non_upper_case_globals)]
 /// #[unsafe(export_name = "_rjem_malloc_conf")]
-/// pub static malloc_conf: &[u8] = dispatch_telemetry::memory::jemalloc::MALLOC_CONF_C;
+/// pub static malloc_conf: &u8 = &dispatch_telemetry::memory::jemalloc::MALLOC_CONF_C[0];
 /// ```
 pub const MALLOC_CONF: &str = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:1000,prof:true,prof_active:false,lg_prof_sample:19";
 

@@ -8,7 +8,9 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[allow(unsafe_code, non_upper_case_globals)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 /// The server's malloc_conf (background threads, 1 s decay).
-pub static malloc_conf: &[u8] = dispatch_telemetry::memory::jemalloc::MALLOC_CONF_C;
+// SAFETY: only this binary defines the symbol; jemalloc reads it as `const char *`, so it is
+// a thin pointer to the first byte of the 'static NUL-terminated string.
+pub static malloc_conf: &u8 = &dispatch_telemetry::memory::jemalloc::MALLOC_CONF_C[0];
 
 pub const MIB: u64 = 1024 * 1024;
 
