@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser;
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Parser};
 
 /// Address the HTTP API listens on. Env: `DISPATCH_ADDR`.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:24991";
@@ -164,10 +165,12 @@ pub struct Config {
     pub ssh_connect_timeout_s: u64,
     /// Resolve a backtrace into `panic` records. The first resolution loads the binary's
     /// debug info and keeps it (measured: about +55 MB anonymous memory once, not growing).
-    #[arg(long, env = "DISPATCH_PANIC_BACKTRACE", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "DISPATCH_PANIC_BACKTRACE", default_value_t = true, action = ArgAction::Set,
+          value_parser = BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
     pub panic_backtrace: bool,
     /// Register fault tools (`panic`) for drills and tests. Off by default.
-    #[arg(long, env = "DISPATCH_FAULT_TOOLS", default_value_t = false)]
+    #[arg(long, env = "DISPATCH_FAULT_TOOLS", default_value_t = false, action = ArgAction::Set,
+          value_parser = BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
     pub fault_tools: bool,
     /// Time in-flight turns get to finish after SIGTERM before they are sealed, milliseconds.
     #[arg(long, env = "DISPATCH_SHUTDOWN_GRACE_MS", default_value_t = DEFAULT_SHUTDOWN_GRACE_MS)]
@@ -182,7 +185,8 @@ pub struct Config {
     #[arg(long, env = "DISPATCH_SAMPLE_INTERVAL_MS", default_value_t = DEFAULT_SAMPLE_INTERVAL_MS)]
     pub sample_interval_ms: u64,
     /// Benchmarks only: run without the memory sampler. /health then reports 503.
-    #[arg(long, env = "DISPATCH_BENCH_SAMPLER_OFF", default_value_t = false, hide = true)]
+    #[arg(long, env = "DISPATCH_BENCH_SAMPLER_OFF", default_value_t = false, hide = true, action = ArgAction::Set,
+          value_parser = BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
     pub bench_sampler_off: bool,
 }
 
@@ -344,5 +348,33 @@ impl Settings {
         put("panic_backtrace", self.panic_backtrace.into());
         put("sampler", self.sampler_enabled.into());
         m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boolean_flags_take_a_bare_flag_or_a_boolish_value() {
+        let parse = |args: &[&str]| Config::try_parse_from([&["dispatch-server"], args].concat());
+        assert!(parse(&["--fault-tools"]).unwrap().fault_tools);
+        assert!(!parse(&["--fault-tools", "false"]).unwrap().fault_tools);
+        assert!(!parse(&["--fault-tools=0"]).unwrap().fault_tools);
+        assert!(parse(&["--fault-tools=yes"]).unwrap().fault_tools);
+        assert!(!parse(&["--panic-backtrace=off"]).unwrap().panic_backtrace);
+        assert!(parse(&["--fault-tools=maybe"]).is_err());
+    }
+
+    #[test]
+    fn paths_follow_the_var_dir_unless_set() {
+        let s = Config::try_parse_from(["x", "--var-dir", "/srv/d", "--db", "/data/c.db"])
+            .unwrap()
+            .resolve();
+        assert_eq!(s.db, PathBuf::from("/data/c.db"));
+        assert_eq!(s.journal_dir, PathBuf::from("/srv/d/journal"));
+        assert_eq!(s.traces_db, PathBuf::from("/srv/d/traces.db"));
+        assert_eq!(s.tool_output_dir, PathBuf::from("/srv/d/tool-output"));
+        assert!(!s.summary().contains_key("openai_api_key"));
     }
 }

@@ -58,17 +58,25 @@ pub async fn serve(
     };
     let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(graceful);
     let mut server = tokio::spawn(server.into_future());
-    // Wait for either the server to fail or the shutdown signal.
-    let reason = tokio::select! {
-        res = &mut server => {
-            if let Some(h) = memory_loop { h.abort(); }
-            return match res {
-                Ok(Ok(())) => Ok(StopReport { reason: "shutdown".into(), turns_sealed: 0 }),
-                Ok(Err(e)) => Err(e),
-                Err(e) => Err(std::io::Error::other(e.to_string())),
-            };
+    // Wait for either the server to end or the shutdown signal. With no open connection the
+    // server ends as soon as the signal arrives, so the reason decides, not which came first:
+    // in-flight turns still get their grace period.
+    let ended = tokio::select! {
+        res = &mut server => Some(res),
+        _ = reason_rx.wait_for(Option::is_some) => None,
+    };
+    let reason = reason_rx.borrow().clone();
+    let Some(reason) = reason else {
+        if let Some(h) = memory_loop {
+            h.abort();
         }
-        r = reason_rx.wait_for(Option::is_some) => r.map(|v| v.clone().unwrap_or_default()).unwrap_or_default(),
+        return match ended {
+            Some(Ok(Ok(()))) | None => {
+                Ok(StopReport { reason: "shutdown".into(), turns_sealed: 0 })
+            }
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(e)) => Err(std::io::Error::other(e.to_string())),
+        };
     };
     // In-flight turns get the grace period to finish, then are sealed.
     let deadline = Instant::now() + state.settings.shutdown_grace;
@@ -80,7 +88,7 @@ pub async fn serve(
     while state.activity.running() > 0 && Instant::now() < deadline {
         tokio::time::sleep(POLL).await;
     }
-    if tokio::time::timeout(DRAIN_AFTER_SEAL, &mut server).await.is_err() {
+    if ended.is_none() && tokio::time::timeout(DRAIN_AFTER_SEAL, &mut server).await.is_err() {
         server.abort();
     }
     if let Some(h) = memory_loop {

@@ -166,3 +166,37 @@ async fn turns_carry_allocation_counts_and_busy_conversations_get_memory_records
     assert_eq!(status, 202);
     assert_eq!(common::end(&task.await.unwrap())["outcome"], "cancelled");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_seals_turns_whose_clients_are_gone() {
+    let var = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(var.path(), &["--shutdown-grace-ms", "300"]);
+    let http = server.client();
+    let c = http.create_conversation().await;
+    let h = http.clone();
+    let c2 = c.clone();
+    let client =
+        tokio::spawn(async move { h.stream_turn(&c2, "rate:10 size:100000", |_| {}).await });
+    let turn = wait_for_async("the turn to run", || {
+        let (http, c) = (http.clone(), c.clone());
+        async move {
+            let (_, conv) = http.json("GET", &format!("/v1/conversations/{c}"), None).await;
+            let t = conv["turns_list"].get(0)?.clone();
+            (t["status"] == "running").then(|| t["id"].as_str().unwrap().to_owned())
+        }
+    })
+    .await;
+    // The client goes away: no connection is left open, the turn keeps running.
+    client.abort();
+    let _ = client.await;
+    drop(http);
+    let status = server.signal_and_wait(libc::SIGTERM);
+    assert_eq!(status.code(), Some(0));
+    let records = read_journal(&server.journal_dir());
+    let stop = of_kind(&records, "process.stop");
+    assert_eq!(stop[0]["reason"], "signal:SIGTERM", "{stop:?}");
+    assert_eq!(stop[0]["turns_sealed"], 1, "{stop:?}");
+    let end =
+        of_kind(&records, "turn.end").into_iter().find(|e| e["turn"] == turn.as_str()).cloned();
+    assert_eq!(end.expect("turn.end for the sealed turn")["outcome"], "sealed");
+}
