@@ -510,7 +510,8 @@ fn utf8_head(bytes: &[u8]) -> String {
 
 async fn open_private(path: &Path) -> std::io::Result<tokio::fs::File> {
     if let Some(dir) = path.parent() {
-        tokio::fs::create_dir_all(dir).await?;
+        // Tool output can hold secrets: the directory is 0700 and each file 0600.
+        tokio::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).await?;
     }
     tokio::fs::OpenOptions::new()
         .create(true)
@@ -651,6 +652,10 @@ mod tests {
         left.sort();
         assert_eq!(left, ["t2.call-1.log", "t3.call-1.log"]);
         assert_eq!(t.offloads_pruned(), 1);
+        let mode = std::fs::metadata(dir.path().join("out")).unwrap().permissions();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o700);
+        let mode = std::fs::metadata(dir.path().join("out/t3.call-1.log")).unwrap().permissions();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
     }
 
     #[test]
