@@ -401,6 +401,7 @@ async fn run_turn(
         .tokens
         .fetch_add(counters.tokens.load(Ordering::Relaxed), Ordering::Relaxed);
     let duration_ms = started.elapsed().as_millis() as u64;
+    let measured = dispatch_telemetry::memory::thread_allocated_bytes().is_some();
     state.journal.emit(Record::TurnEnd(TurnEnd {
         conversation: Some(t.conversation.clone()),
         turn: Some(t.turn.clone()),
@@ -410,10 +411,9 @@ async fn run_turn(
         tool_calls: Some(progress.tool_calls),
         output_bytes: Some(output_bytes),
         tool_output_truncated: Some(progress.truncated),
-        alloc_bytes: dispatch_telemetry::memory::thread_allocated_bytes()
-            .map(|_| counters.alloc_bytes.load(Ordering::Relaxed)),
-        freed_bytes: dispatch_telemetry::memory::thread_allocated_bytes()
-            .map(|_| counters.freed_bytes.load(Ordering::Relaxed)),
+        // Absent (not 0) when the build has no jemalloc thread counters.
+        alloc_bytes: measured.then(|| counters.alloc_bytes.load(Ordering::Relaxed)),
+        freed_bytes: measured.then(|| counters.freed_bytes.load(Ordering::Relaxed)),
         error: error.clone(),
     }));
     let _ = done.send(TurnSummary {
