@@ -35,8 +35,10 @@ pub fn split_key(id: i64) -> (i64, u64) {
 /// whatever the umask. Traces hold conversation ids, error messages and backtraces.
 pub const DB_FILE_MODE: u32 = 0o600;
 
-/// SQLite page size for a new database; large pages suit the append-only, wide sample rows.
-pub const DEFAULT_PAGE_SIZE_BYTES: u32 = 16 * 1024;
+/// SQLite page size for a new database. Measured on the 2-core bench machine with single-row
+/// inserts (docs/BENCHMARKS.md, "Collector"): 4 KiB pages cost the writer thread less CPU than
+/// 8 or 16 KiB (less to copy per cell insert, fewer WAL bytes per commit), and close faster.
+pub const DEFAULT_PAGE_SIZE_BYTES: u32 = 4096;
 
 /// Schema migrations; entry `i` moves `user_version` from `i` to `i + 1`. Never edit a shipped
 /// entry: add one.
@@ -369,7 +371,7 @@ pub(crate) fn restrict_db_files(db: &Path) -> Result<(), CollectorError> {
 }
 
 /// Opens (creating, 0600) the traces database for writing, sets WAL, `synchronous=NORMAL` and
-/// 16 KiB pages, and migrates it to [`SCHEMA_VERSION`].
+/// 4 KiB pages, and migrates it to [`SCHEMA_VERSION`].
 ///
 /// Automatic WAL checkpoints are off on this connection: while a collector runs, a checkpoint
 /// thread with its own connection copies the WAL into the database ,

@@ -14,7 +14,10 @@ use crate::rows::{
 };
 use crate::schema::{KEYED_TABLES, SEQ_BITS, split_key};
 
-/// Rows per multi-row `INSERT`.
+/// Rows per `INSERT` statement. Measured (docs/BENCHMARKS.md, "Collector"): with STRICT tables
+/// a multi-row `INSERT` needs a statement journal (a type error may abort it halfway), and that
+/// copying cost more writer CPU than 64-row statements saved; one row per step, on a statement
+/// prepared once per batch, was fastest. The multi-row path stays for other shapes.
 const ROWS_PER_INSERT: usize = 1;
 
 /// A segment seen for the first time.
