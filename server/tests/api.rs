@@ -268,3 +268,32 @@ async fn oneshot_routes_answer_json_errors() {
     let resp = router.oneshot(req).await.unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+#[tokio::test]
+async fn pathological_tool_output_is_bounded_in_history_and_offloaded() {
+    let f = fixture(|_| {}).await;
+    let c = f.http.create_conversation().await;
+    let (s, v) = f
+        .http
+        .json(
+            "POST",
+            &format!("/v1/conversations/{c}/turns"),
+            Some(json!({ "message": "tool:sh seq 1 300000" })),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["outcome"], "ok");
+    assert_eq!(v["tool_output_truncated"], true);
+    let (_, conv) = f.http.json("GET", &format!("/v1/conversations/{c}"), None).await;
+    let tool =
+        conv["messages"].as_array().unwrap().iter().find(|m| m["role"] == "tool").unwrap().clone();
+    assert_eq!(tool["truncated"], true);
+    let content = tool["content"].as_str().unwrap();
+    assert!(content.len() <= 50 * 1024 + 300, "bounded: {} bytes", content.len());
+    assert!(content.lines().count() <= 2001);
+    let file = tool["output_file"].as_str().unwrap();
+    assert!(content.contains(file), "the message refers to the file");
+    let full = std::fs::read_to_string(file).unwrap();
+    assert_eq!(full.lines().count(), 300_000);
+    assert!(full.ends_with("300000\n"));
+}
