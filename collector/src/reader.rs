@@ -110,13 +110,24 @@ impl ReaderState {
                 segments.insert((s.boot_no, s.segment), s);
             }
         }
+        // Files already reported as having no header are not reported again.
+        let mut headerless_reported = HashSet::new();
+        {
+            let mut stmt = conn.prepare(
+                "SELECT DISTINCT file_name FROM ingest_errors WHERE code = 'segment_header_missing'",
+            )?;
+            let mut q = stmt.query([])?;
+            while let Some(r) = q.next()? {
+                headerless_reported.insert(r.get::<_, String>(0)?);
+            }
+        }
         Ok(ReaderState {
             boots,
             next_boot_no,
             segments,
             next_segment_id,
             headers: HashMap::new(),
-            headerless_reported: HashSet::new(),
+            headerless_reported,
         })
     }
 }
@@ -137,8 +148,8 @@ struct Entry {
     len: u64,
     /// Header identity, when the first line is complete and a header.
     identity: Option<Identity>,
-    /// The number used to decide whether other segments are closed.
-    order: u64,
+    /// The number used to decide whether other segments are closed (`None`: no say).
+    order: Option<u64>,
 }
 
 pub(crate) struct Reader<'a> {
@@ -254,7 +265,13 @@ impl<'a> Reader<'a> {
                     }
                 },
             };
-            let order = identity.as_ref().map_or(parsed.segment, |i| i.segment);
+            // A file whose first line is not a header has no say in which segments are closed:
+            // a stray file must not make the live segment's partial line look torn.
+            let order = match &identity {
+                Some(i) => Some(i.segment),
+                None if self.st.headerless_reported.contains(&name) => None,
+                None => Some(parsed.segment), // header not written yet: a new segment
+            };
             entries.push(Entry { name, path, len: meta.len(), identity, order });
         }
         entries.sort_by(|a, b| (a.order, &a.name).cmp(&(b.order, &b.name)));
@@ -304,7 +321,7 @@ impl<'a> Reader<'a> {
                 by_identity.entry((id.segment, id.boot.clone())).or_default().push(e);
             }
         }
-        let max_order = entries.iter().map(|e| e.order).max().unwrap_or(0);
+        let max_order = entries.iter().filter_map(|e| e.order).max().unwrap_or(0);
         for ((segment, _), files) in by_identity {
             if self.stop.load(Ordering::Relaxed) {
                 break;

@@ -489,3 +489,28 @@ fn follow_picks_up_new_segments_and_commits_on_sigterm() {
     assert_eq!(v["lines"], n + m);
     assert_eq!(total_records(&db), (n + m) as i64);
 }
+
+#[test]
+fn a_file_without_a_header_is_reported_once_and_closes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("traces.db");
+    let mut g = synth::Gen::new(12);
+    let mut one = g.header(1);
+    let r = g.sample();
+    one.extend(g.line(&r));
+    one.extend_from_slice(b"{\"v\":1,\"ts\":\"2026-06-28T00:"); // the writer is mid-line
+    std::fs::write(dir.path().join(seg(1)), &one).unwrap();
+    std::fs::write(dir.path().join(seg(9)), b"PK\x03\x04 not a journal\n").unwrap();
+    for _ in 0..2 {
+        let s = drain(dir.path(), &db);
+        assert_eq!(s.records, if s.lines > 0 { 2 } else { 0 });
+    }
+    let errs = ingest_errors(&db);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(
+        (errs[0].0.as_str(), errs[0].3.as_str()),
+        (seg(9).as_str(), "segment_header_missing")
+    );
+    assert!(!dir.path().join(format!("{}.drained", seg(1))).exists(), "segment 1 is still open");
+    assert_eq!(total_records(&db), 2);
+}
