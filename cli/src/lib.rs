@@ -1,1 +1,15 @@
-//! `dispatchctl` (issue 6: not built yet).
+//! `dispatchctl`: answers the on-call questions from the traces database.
+//!
+//! - `dispatchctl mem`: is memory growth a leak or the working set of active conversations,
+//!   and which conversations hold it ([`analysis`]).
+//! - `dispatchctl journal synth`: synthetic journals with a known verdict ([`synth`]).
+//!
+//! The crate links neither the journal writer nor jemalloc (CI checks it): it reads.
+
+pub mod analysis;
+pub mod args;
+pub mod chart;
+pub mod mem;
+pub mod output;
+pub mod stats;
+pub mod synth;

@@ -321,6 +321,10 @@ opt! {
         turn: String,
         /// Whether the panic ends the process.
         fatal: bool,
+        /// Conversations active when it happened (when the host supplies them).
+        active_conversations: Vec<String>,
+        /// The last memory sample, inline (when the host supplies it).
+        memory: Box<MemorySample>,
     }
 }
 

@@ -4,8 +4,10 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::OnceLock;
+
 use dispatch_journal::Record;
-use dispatch_journal::record::Panic;
+use dispatch_journal::record::{MemorySample, Panic};
 
 use crate::journal::Journal;
 
@@ -33,6 +35,26 @@ pub fn current_turn() -> Option<TurnContext> {
     CURRENT.with(|c| c.borrow().clone())
 }
 
+/// What the host knows at the moment of a panic: the conversations active and its last
+/// memory sample. Supplied by [`set_panic_context`].
+#[derive(Debug, Clone, Default)]
+pub struct PanicContext {
+    /// Conversations with a turn running.
+    pub active_conversations: Vec<String>,
+    /// The sampler's last sample.
+    pub memory: Option<MemorySample>,
+}
+
+type ContextFn = Box<dyn Fn() -> PanicContext + Send + Sync>;
+static CONTEXT: OnceLock<ContextFn> = OnceLock::new();
+
+/// Registers where the panic hook gets the active conversations and the last memory sample
+/// for each `panic` record. Set once; later calls are ignored (returns false). The function
+/// runs inside the panic hook: keep it cheap and never panic in it.
+pub fn set_panic_context(f: impl Fn() -> PanicContext + Send + Sync + 'static) -> bool {
+    CONTEXT.set(Box::new(f)).is_ok()
+}
+
 /// How long the hook waits for the `panic` record to be written and synced.
 pub const PANIC_FLUSH_WAIT: Duration = Duration::from_millis(500);
 
@@ -55,6 +77,7 @@ pub fn install_panic_hook(journal: Journal, on_fatal: Option<FatalHook>) {
         let thread_name = thread.name().unwrap_or("(unnamed)").to_string();
         let fatal = thread_name == "main";
         let ctx = current_turn();
+        let host = CONTEXT.get().map(|f| f()).unwrap_or_default();
         let record = Record::Panic(Panic {
             message: Some(message),
             location: info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column())),
@@ -63,6 +86,8 @@ pub fn install_panic_hook(journal: Journal, on_fatal: Option<FatalHook>) {
             conversation: ctx.as_ref().map(|c| c.conversation.to_string()),
             turn: ctx.as_ref().map(|c| c.turn.to_string()),
             fatal: Some(fatal),
+            active_conversations: Some(host.active_conversations),
+            memory: host.memory.map(Box::new),
         });
         journal.emit(record);
         journal.flush(PANIC_FLUSH_WAIT);

@@ -30,7 +30,8 @@ pub const MALLOC_CONF_C: &[u8] = b"background_thread:true,dirty_decay_ms:1000,mu
 
 /// The jemalloc version string, e.g. `5.3.0-0-g...`.
 pub fn version() -> Option<&'static str> {
-    tikv_jemalloc_ctl::version::read().ok()
+    // mallctl hands back the C string with its terminating NUL.
+    tikv_jemalloc_ctl::version::read().ok().map(|v| v.trim_end_matches('\0'))
 }
 
 /// MIBs for the statistics, looked up once.

@@ -1,0 +1,171 @@
+//! What was typed: the clap structures, validated without I/O. [`crate::mem::Settings`] turns
+//! them into paths and opened files.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Tells on-call whether memory growth is a leak or the working set, and which conversations
+/// hold it, from the Dispatch traces database.
+///
+/// Exit status: 0 done; 1 done, but bad input was skipped (listed on stderr); 2 failed.
+#[derive(Debug, Parser)]
+#[command(name = "dispatchctl", version, about, long_about = None)]
+#[deny(missing_docs)]
+pub struct Cli {
+    /// Traces database to read.
+    #[arg(long, global = true, env = "DISPATCH_TRACES_DB", value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// Read this journal directory instead: it is first drained into a cached database beside
+    /// it (`<DIR>.dispatchctl.db`).
+    #[arg(
+        long,
+        global = true,
+        env = "DISPATCH_JOURNAL_DIR",
+        value_name = "DIR",
+        conflicts_with = "db"
+    )]
+    pub journal: Option<PathBuf>,
+    /// Where the server keeps its files; the database defaults to `<var dir>/traces.db`.
+    #[arg(
+        long,
+        global = true,
+        env = "DISPATCH_VAR_DIR",
+        value_name = "DIR",
+        default_value = "./var"
+    )]
+    pub var_dir: PathBuf,
+    /// Print one JSON document (schema: docs/CLI.md) instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Colour: auto (only on a terminal, never with NO_COLOR), always, never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// When to colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// On a terminal, unless NO_COLOR is set.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Is memory growth a leak or the working set? One verdict with its evidence.
+    Mem(MemArgs),
+    /// Journal tools.
+    #[command(subcommand)]
+    Journal(JournalCommand),
+}
+
+/// `dispatchctl mem`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct MemArgs {
+    /// Which boot: `latest`, `all`, or a boot id (a unique prefix is enough).
+    #[arg(long, default_value = "latest")]
+    pub boot: String,
+    /// Window ending at the newest sample (not the wall clock): 90s, 30m, 6h, 2d, or `all`.
+    #[arg(long, default_value = "6h", value_parser = parse_since)]
+    pub since: Since,
+    /// Also write an HTML report with charts to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Also write an SVG chart to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+    /// Width of the terminal chart, characters (0: no chart).
+    #[arg(long, default_value_t = 72)]
+    pub chart_width: usize,
+}
+
+/// A window length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Since {
+    /// This many milliseconds back from the newest sample.
+    Millis(i64),
+    /// Everything.
+    All,
+}
+
+/// Parses `90s`, `30m`, `6h`, `2d`, `1w` or `all`.
+pub fn parse_since(s: &str) -> Result<Since, String> {
+    if s == "all" {
+        return Ok(Since::All);
+    }
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 =
+        num.parse().map_err(|_| format!("{s:?}: expected a number and a unit, like 6h"))?;
+    let ms = match unit {
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 7 * 86_400_000,
+        "" => return Err(format!("{s:?}: missing unit (s, m, h, d, w)")),
+        other => return Err(format!("{s:?}: unknown unit {other:?} (s, m, h, d, w)")),
+    };
+    if n <= 0 {
+        return Err(format!("{s:?}: must be positive"));
+    }
+    Ok(Since::Millis(n.saturating_mul(ms)))
+}
+
+/// `dispatchctl journal ...`.
+#[derive(Debug, Subcommand)]
+pub enum JournalCommand {
+    /// Write a synthetic journal with a known verdict (one scenario per verdict).
+    Synth(SynthArgs),
+}
+
+/// `dispatchctl journal synth`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct SynthArgs {
+    /// Scenario.
+    #[arg(long, value_enum)]
+    pub scenario: crate::synth::Scenario,
+    /// Directory to write the segment into (created).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Length in hours (default: the scenario's).
+    #[arg(long)]
+    pub hours: Option<f64>,
+    /// PRNG seed: the same seed writes the same journal.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Leak rate of the `leak` scenario, MiB per hour.
+    #[arg(long, default_value_t = 8.0)]
+    pub leak_mib_per_hour: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_units() {
+        assert_eq!(parse_since("6h"), Ok(Since::Millis(6 * 3_600_000)));
+        assert_eq!(parse_since("90s"), Ok(Since::Millis(90_000)));
+        assert_eq!(parse_since("all"), Ok(Since::All));
+        assert!(parse_since("6").unwrap_err().contains("missing unit"));
+        assert!(parse_since("6y").unwrap_err().contains("unknown unit"));
+        assert!(parse_since("h").unwrap_err().contains("expected a number"));
+        assert!(parse_since("0h").unwrap_err().contains("positive"));
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,432 @@
+//! `dispatchctl mem`: loads one boot's window from the traces database, runs the
+//! [`analysis`](crate::analysis), and prints the verdict with its evidence.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use dispatch_collector::query::{self, Samples, TimeRange};
+use rusqlite::Connection;
+use serde_json::json;
+
+use crate::analysis::{self, Analysis, ConversationPoint, Options, SamplePoint, TurnPoint};
+use crate::args::{Cli, MemArgs, Since};
+use crate::chart::{self, ChartData, Point};
+use crate::output::{Outcome, bytes, paint, time};
+
+/// Windows up to this long are analysed from raw samples; longer ones from hourly rollups.
+pub const RAW_WINDOW_MS: i64 = 48 * 3_600_000;
+
+/// Where the traces come from, resolved from the arguments.
+#[derive(Debug)]
+pub struct Settings {
+    /// The database to read.
+    pub db: PathBuf,
+    /// Whether draining the journal skipped bad input.
+    pub skipped_input: bool,
+}
+
+impl Settings {
+    /// Resolves the database: `--db`, or `--journal DIR` drained into `<DIR>.dispatchctl.db`
+    /// first, or `<var dir>/traces.db`.
+    ///
+    /// # Errors
+    /// The journal cannot be drained, or the database does not exist.
+    pub fn resolve(cli: &Cli) -> anyhow::Result<Settings> {
+        if let Some(dir) = &cli.journal {
+            if !dir.is_dir() {
+                bail!("--journal {}: not a directory", dir.display());
+            }
+            let db = cached_db_for(dir);
+            let summary = dispatch_collector::Collector::builder(dir, &db)
+                .open()
+                .with_context(|| {
+                    format!("opening the cache {} for {}", db.display(), dir.display())
+                })?
+                .drain_once()
+                .with_context(|| format!("draining {}", dir.display()))?;
+            for issue in &summary.issues {
+                eprintln!("dispatchctl: skipped {issue}");
+            }
+            return Ok(Settings { db, skipped_input: summary.skipped_input() });
+        }
+        let db = cli.db.clone().unwrap_or_else(|| cli.var_dir.join("traces.db"));
+        if !db.exists() {
+            bail!(
+                "no traces database at {} (pass --db PATH, --journal DIR, or run the server, whose embedded collector writes it)",
+                db.display()
+            );
+        }
+        Ok(Settings { db, skipped_input: false })
+    }
+}
+
+/// `<DIR>.dispatchctl.db` beside the journal directory.
+pub fn cached_db_for(dir: &Path) -> PathBuf {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "journal".into());
+    dir.with_file_name(format!("{name}.dispatchctl.db"))
+}
+
+/// Schema version of `dispatchctl mem --json`.
+pub const JSON_VERSION: u32 = 1;
+
+/// Runs `dispatchctl mem`.
+///
+/// # Errors
+/// The database cannot be read, or the boot is unknown.
+pub fn run(cli: &Cli, args: &MemArgs, out: &mut dyn Write, color: bool) -> anyhow::Result<Outcome> {
+    let settings = Settings::resolve(cli)?;
+    let conn = dispatch_collector::schema::open_read_only(&settings.db)
+        .with_context(|| format!("opening {}", settings.db.display()))?;
+    let boots = query::boots(&conn).context("reading boots")?;
+    let selected: Vec<&query::Boot> = match args.boot.as_str() {
+        "all" => boots.iter().collect(),
+        "latest" => boots.iter().max_by_key(|b| (b.last_ts_ms, b.boot_no)).into_iter().collect(),
+        prefix => {
+            let m: Vec<_> = boots.iter().filter(|b| b.boot.starts_with(prefix)).collect();
+            match m.len() {
+                0 => bail!("--boot {prefix}: no such boot in {}", settings.db.display()),
+                1 => m,
+                n => bail!("--boot {prefix}: {n} boots start with it; give more of the id"),
+            }
+        }
+    };
+    let mut reports = Vec::new();
+    for boot in selected {
+        reports.push(analyze_boot(&conn, boot, args)?);
+    }
+    if cli.json {
+        let doc = match (args.boot.as_str(), reports.as_slice()) {
+            ("all", _) => {
+                json!({ "v": JSON_VERSION, "kind": "mem", "boots": reports.iter().map(|r| r.to_json()).collect::<Vec<_>>() })
+            }
+            (_, [r]) => {
+                let mut v = r.to_json();
+                v["v"] = json!(JSON_VERSION);
+                v["kind"] = json!("mem");
+                v
+            }
+            _ => {
+                json!({ "v": JSON_VERSION, "kind": "mem", "verdict": "INSUFFICIENT-DATA", "summary": "the database holds no boots" })
+            }
+        };
+        serde_json::to_writer_pretty(&mut *out, &doc)?;
+        writeln!(out)?;
+    } else if reports.is_empty() {
+        writeln!(
+            out,
+            "verdict: INSUFFICIENT-DATA\n  the database {} holds no boots yet",
+            settings.db.display()
+        )?;
+    } else {
+        for r in &reports {
+            render(r, args, out, color)?;
+        }
+    }
+    if let Some(r) = reports.first() {
+        let data = chart_data(r);
+        if let Some(p) = &args.svg {
+            std::fs::write(p, chart::svg(&data))
+                .with_context(|| format!("writing {}", p.display()))?;
+        }
+        if let Some(p) = &args.html {
+            std::fs::write(p, chart::html(&data, &r.to_json()))
+                .with_context(|| format!("writing {}", p.display()))?;
+        }
+    }
+    Ok(if settings.skipped_input { Outcome::SkippedInput } else { Outcome::Clean })
+}
+
+/// One boot's analysis with what it was computed from.
+pub struct Report {
+    /// The boot.
+    pub boot: query::Boot,
+    /// `raw` or `hourly`.
+    pub source: &'static str,
+    /// The window asked for.
+    pub range: TimeRange,
+    /// The verdict and evidence.
+    pub analysis: Analysis,
+    /// The series, for charts.
+    pub points: Vec<Point>,
+}
+
+impl Report {
+    /// The JSON document (see docs/CLI.md).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(&self.analysis).unwrap_or_else(|_| json!({}));
+        v["boot"] = json!({
+            "id": self.boot.boot,
+            "pid": self.boot.pid,
+            "version": self.boot.version,
+            "build_id": self.boot.build_id,
+            "started_ts_ms": self.boot.started_ts_ms,
+            "stopped_ts_ms": self.boot.stopped_ts_ms,
+        });
+        v["source"] = json!(self.source);
+        v
+    }
+}
+
+fn analyze_boot(conn: &Connection, boot: &query::Boot, args: &MemArgs) -> anyhow::Result<Report> {
+    // Anchored at the boot's newest record, not the wall clock: post-mortems run days later.
+    let newest = boot.last_ts_ms.unwrap_or(0);
+    let range = match args.since {
+        Since::All => {
+            TimeRange { from_ms: boot.first_ts_ms.unwrap_or(i64::MIN), to_ms: newest + 1 }
+        }
+        Since::Millis(ms) => TimeRange { from_ms: newest - ms, to_ms: newest + 1 },
+    };
+    let mut opts = Options::default();
+    let mut hourly_peaks: Vec<(f64, f64)> = Vec::new();
+    let (samples, source) = match query::samples(conn, range, Some(&boot.boot), RAW_WINDOW_MS)
+        .context("reading samples")?
+    {
+        Samples::Raw(rows) => (rows.iter().map(to_point).collect::<Vec<_>>(), "raw"),
+        Samples::Hourly(hours) => {
+            hourly_peaks = hours
+                .iter()
+                .filter_map(|h| Some((h.turns_in_flight_max? as f64, h.allocated?.max as f64)))
+                .collect();
+            opts.bucket_ms = Some(3_600_000);
+            let pts = hours
+                .iter()
+                .map(|h| SamplePoint {
+                    ts_ms: h.hour_ms,
+                    allocated: h.allocated.map(|s| s.min as f64),
+                    resident: h.resident.map(|s| s.min as f64),
+                    rss: h.rss.map(|s| s.min as f64),
+                    ..Default::default()
+                })
+                .collect();
+            (pts, "hourly")
+        }
+    };
+    let turns: Vec<TurnPoint> = query::turns_started(conn, range)
+        .context("reading turns")?
+        .into_iter()
+        .filter(|t| t.boot == boot.boot)
+        .map(|t| TurnPoint {
+            conversation: t.conversation.unwrap_or_default(),
+            turn: t.turn.unwrap_or_default(),
+            start_ts_ms: t.start_ts_ms,
+            end_ts_ms: t.end_ts_ms,
+            alloc_bytes: t.alloc_bytes,
+            freed_bytes: t.freed_bytes,
+        })
+        .collect();
+    let convs: Vec<ConversationPoint> = query::conversation_memory(conn, range)
+        .context("reading conversation memory")?
+        .into_iter()
+        .filter(|c| c.boot == boot.boot)
+        .map(|c| ConversationPoint {
+            ts_ms: c.ts_ms,
+            conversation: c.conversation,
+            history_bytes: c.history_bytes,
+            live_bytes: c.live_bytes,
+        })
+        .collect();
+    let mut analysis = analysis::analyze(&samples, &turns, &convs, &opts);
+    if source == "hourly" {
+        // Rollups keep each hour's lowest and highest heap and its highest load: memory that
+        // peaks when turns peak, over a flat floor, is the working set.
+        let r = crate::stats::pearson(&hourly_peaks);
+        analysis.load_correlation = r;
+        if analysis.verdict == analysis::Verdict::Flat
+            && r.is_some_and(|r| r >= Options::default().working_set_r)
+        {
+            analysis.verdict = analysis::Verdict::WorkingSet;
+            analysis.summary = format!(
+                "no leak: hourly peaks follow turns in flight (r = {:.2}) over a flat floor of {}",
+                r.unwrap_or(0.0),
+                bytes(analysis.floor_end_bytes.unwrap_or(0.0))
+            );
+            analysis.next_step = analysis::next_step(&analysis);
+        }
+        analysis.notes.push(
+            "window longer than 48 h: hourly rollups (minimum per hour) are analysed; floors are not load-adjusted".into(),
+        );
+    }
+    if samples.is_empty() {
+        analysis
+            .notes
+            .push(format!("boot {} has no memory samples: was its sampler running?", boot.boot));
+    }
+    let points = samples
+        .iter()
+        .map(|s| Point {
+            ts_ms: s.ts_ms,
+            memory_bytes: s.allocated.or(s.rss).unwrap_or(f64::NAN),
+            turns_in_flight: s.turns_in_flight.unwrap_or(f64::NAN),
+        })
+        .collect();
+    Ok(Report { boot: boot.clone(), source, range, analysis, points })
+}
+
+fn to_point(s: &query::Sample) -> SamplePoint {
+    let f = |v: Option<i64>| v.map(|v| v as f64);
+    SamplePoint {
+        ts_ms: s.ts_ms,
+        allocated: f(s.allocated),
+        resident: f(s.resident),
+        rss: f(s.rss),
+        turns_in_flight: f(s.turns_in_flight),
+        conversations_active: f(s.conversations_active),
+        conversations_loaded: f(s.conversations_loaded),
+        state_bytes: f(s.state_bytes),
+    }
+}
+
+fn chart_data(r: &Report) -> ChartData {
+    ChartData {
+        title: format!(
+            "{} boot {}: {}",
+            r.boot.service.as_deref().unwrap_or("dispatch"),
+            short(&r.boot.boot),
+            r.analysis.verdict.name()
+        ),
+        memory_label: r.analysis.metric.to_string(),
+        points: r.points.clone(),
+        floors: r.analysis.buckets.iter().map(|b| (b.start_ms, b.floor_bytes)).collect(),
+        peak: r.analysis.peak_ts_ms.zip(r.analysis.peak_bytes),
+        verdict: r.analysis.verdict.name().to_string(),
+    }
+}
+
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+fn render(r: &Report, args: &MemArgs, out: &mut dyn Write, color: bool) -> anyhow::Result<()> {
+    let a = &r.analysis;
+    let b = &r.boot;
+    writeln!(
+        out,
+        "{} boot {} (pid {}, {} .. {}, {} samples, {})",
+        b.service.as_deref().unwrap_or("dispatch"),
+        short(&b.boot),
+        b.pid.map_or("?".into(), |p| p.to_string()),
+        time(a.from_ms),
+        time(a.to_ms),
+        a.samples,
+        r.source
+    )?;
+    let code = match a.verdict {
+        analysis::Verdict::Leak | analysis::Verdict::StateGrowth | analysis::Verdict::NonHeap => {
+            "1;31"
+        }
+        analysis::Verdict::AllocatorRetention => "1;33",
+        _ => "1;32",
+    };
+    writeln!(out, "verdict: {}", paint(a.verdict.name(), code, color))?;
+    writeln!(out, "  {}", a.summary)?;
+    writeln!(out)?;
+    writeln!(out, "evidence")?;
+    let opt = |v: Option<f64>| v.map_or("-".to_string(), bytes);
+    writeln!(
+        out,
+        "  idle floor           start {}  end {}",
+        opt(a.floor_start_bytes),
+        opt(a.floor_end_bytes)
+    )?;
+    if let Some(g) = &a.growth {
+        writeln!(
+            out,
+            "  floor growth         {}/h  ({} over the window; Mann-Kendall z = {:.2}, confidence {:.1}%; {} buckets of {} s; floors {})",
+            bytes(g.bytes_per_hour),
+            bytes(g.growth_bytes),
+            g.mann_kendall_z,
+            100.0 * g.confidence,
+            a.buckets.len(),
+            a.bucket_ms / 1000,
+            match a.floor_load {
+                Some(l) => format!("at {l:.0} turns in flight"),
+                None => "load-adjusted".into(),
+            }
+        )?;
+    }
+    if let Some(w) = a.bytes_per_turn_in_flight {
+        writeln!(
+            out,
+            "  per turn in flight   {}  (correlation with turns in flight r = {:.2})",
+            bytes(w),
+            a.load_correlation.unwrap_or(0.0)
+        )?;
+    }
+    if let Some(n) = a.naive_rss_bytes_per_hour {
+        writeln!(
+            out,
+            "  naive RSS slope      {}/h  (first vs last sample, not load-adjusted: do not quote it)",
+            bytes(n)
+        )?;
+    }
+    if let (Some(p), Some(t)) = (a.peak_bytes, a.peak_ts_ms) {
+        let load = a
+            .peak_turns_in_flight
+            .map_or(String::new(), |l| format!(" with {l:.0} turns in flight"));
+        writeln!(out, "  peak                 {} at {}{load}", bytes(p), time(t))?;
+    }
+    writeln!(out, "  resident - allocated {}  (idle)", opt(a.resident_minus_allocated_bytes))?;
+    writeln!(
+        out,
+        "  RSS - resident       {}  (idle; memory outside jemalloc)",
+        opt(a.rss_minus_resident_bytes)
+    )?;
+    if !a.conversations.is_empty() {
+        writeln!(out)?;
+        let kind = a.conversations[0].kind;
+        writeln!(
+            out,
+            "conversations ({})",
+            if kind == "live" {
+                "live bytes, tagged allocator"
+            } else {
+                "allocation churn: allocated minus freed by their turns' tasks"
+            }
+        )?;
+        let leaky = matches!(a.verdict, analysis::Verdict::Leak | analysis::Verdict::StateGrowth);
+        writeln!(
+            out,
+            "  {:>3}  {:<24} {:>12} {:>12} {:>6}{}",
+            "#",
+            "conversation",
+            "retained",
+            "allocated",
+            "turns",
+            if leaky { "  active while the floor rose" } else { "" }
+        )?;
+        for c in a.conversations.iter().take(10) {
+            let rose = match (leaky, c.active_while_floor_rose) {
+                (false, _) => String::new(),
+                (true, true) => format!("  yes ({:.0}% of the rise)", 100.0 * c.floor_rise_share),
+                (true, false) => "  no".into(),
+            };
+            writeln!(
+                out,
+                "  {:>3}  {:<24} {:>12} {:>12} {:>6}{rose}",
+                c.rank,
+                c.id,
+                bytes(c.retained_bytes as f64),
+                bytes(c.allocated_bytes as f64),
+                c.turns,
+            )?;
+        }
+        if a.conversations.len() > 10 {
+            writeln!(out, "  ... {} more (--json lists all)", a.conversations.len() - 10)?;
+        }
+    }
+    if args.chart_width > 0 && !r.points.is_empty() {
+        writeln!(out)?;
+        write!(out, "{}", chart::terminal(&chart_data(r), args.chart_width, 16, color))?;
+    }
+    writeln!(out)?;
+    writeln!(out, "next step")?;
+    writeln!(out, "  {}", a.next_step)?;
+    for n in &a.notes {
+        writeln!(out, "note: {n}")?;
+    }
+    Ok(())
+}
