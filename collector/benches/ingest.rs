@@ -104,7 +104,7 @@ fn main() {
         assert_eq!(s.records + s.unknown_kinds, n, "every line stored once");
         assert_eq!((s.quarantined, s.duplicates), (0, 0));
         let rate = n as f64 / secs;
-        println!("collector run {run}: {secs:.3} s, {rate:.0} lines/s");
+        println!("collector run {run}: {secs:.3} s, {rate:.0} lines/s (load {})", load());
         rates.push(rate);
         if let Some(prev) = last_db.to_str().filter(|p| !p.is_empty()) {
             remove_db(Path::new(prev));
@@ -124,6 +124,12 @@ fn main() {
     if std::env::var("BENCH_SKIP_QUERY").is_err() {
         hourly_query(root.path());
     }
+}
+
+/// The 1-minute load average, so a run taken while other builds used the cores shows it.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map_or_else(|_| "?".into(), |s| s.split_whitespace().next().unwrap_or("?").to_string())
 }
 
 fn bench_tmp() -> PathBuf {
