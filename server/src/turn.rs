@@ -340,6 +340,7 @@ async fn run_turn(
                 conversation: Some(t.conversation.clone()),
                 turn: Some(t.turn.clone()),
                 fatal: Some(false),
+                ..Default::default()
             }));
             // The `panic` kind has no place for the active conversations and the memory
             // snapshot; this record carries them (source `task`, code `panic`).

@@ -284,19 +284,25 @@ fn record() -> impl Strategy<Value = Record> {
                 })
             }
         ),
-        ((os(), os(), os(), os()), (os(), os(), ob())).prop_map(
-            |((message, location, thread, backtrace), (conversation, turn, fatal))| {
-                Record::Panic(Panic {
-                    message,
-                    location,
-                    thread,
-                    backtrace,
-                    conversation,
-                    turn,
-                    fatal,
-                })
-            }
-        ),
+        ((os(), os(), os(), os()), (os(), os(), ob(), ovec(), proptest::option::of(sample())))
+            .prop_map(
+                |(
+                    (message, location, thread, backtrace),
+                    (conversation, turn, fatal, active, memory),
+                )| {
+                    Record::Panic(Panic {
+                        message,
+                        location,
+                        thread,
+                        backtrace,
+                        conversation,
+                        turn,
+                        fatal,
+                        active_conversations: active,
+                        memory: memory.map(Box::new),
+                    })
+                }
+            ),
         (
             (os(), proptest::option::of(any::<i32>()), proptest::option::of(any::<i32>())),
             (proptest::option::of(any::<u64>().prop_map(HexU64)), ou(), os()),
