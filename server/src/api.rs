@@ -21,6 +21,8 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::admin;
+use crate::collector::CollectorState;
 use crate::config::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 use crate::error::ApiError;
 use crate::ids;
@@ -32,7 +34,8 @@ use crate::turn::{self, TurnEvent, TurnSummary};
 /// Response header carrying the id of a started turn (useful with SSE, to cancel it).
 pub const TURN_ID_HEADER: &str = "dispatch-turn-id";
 
-/// The router: the JSON API, `/health` and `/metrics`, with the body limit applied.
+/// The router: the JSON API, `/health` and `/metrics`, the admin API (answers 404 unless a
+/// token is configured), with the body limit applied.
 pub fn app(state: AppState) -> Router {
     let limit = state.settings.max_body_bytes;
     Router::new()
@@ -42,6 +45,9 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/conversations/{id}", get(get_conversation).delete(delete_conversation))
         .route("/v1/conversations/{id}/turns", post(start_turn))
         .route("/v1/conversations/{id}/turns/{turn}/cancel", post(cancel_turn))
+        .route("/admin/fault/{name}", post(admin::fault))
+        .route("/admin/heap/{action}", post(admin::heap))
+        .route("/debug/pprof/heap", get(admin::pprof_heap))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
@@ -58,7 +64,7 @@ async fn method_not_allowed(method: Method) -> ApiError {
 
 /// Parses a JSON body: size, content type, UTF-8 and JSON are each checked with their own
 /// error. `Ok(None)` for an empty body when `allow_empty`.
-fn parse_body<T: DeserializeOwned>(
+pub(crate) fn parse_body<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     limit: usize,
@@ -304,6 +310,20 @@ async fn health(State(state): State<AppState>) -> Response {
         None => (false, 0),
     };
     let ok = journal_ok && sampler_alive;
+    let crash = &state.crash_monitor;
+    let collector = state.collector.state();
+    // A detached crash monitor or a stopped collector is reported, not fatal: the server
+    // still serves (and a restart would not attach them), so it does not fail liveness.
+    let mut warnings = Vec::new();
+    if !crash.attached {
+        warnings.push(format!(
+            "crash monitor detached: {}",
+            crash.note.as_deref().unwrap_or("no reason given")
+        ));
+    }
+    if let CollectorState::Failed(e) = &collector {
+        warnings.push(format!("embedded collector stopped: {e}"));
+    }
     let body = json!({
         "ok": ok,
         "version": env!("CARGO_PKG_VERSION"),
@@ -314,6 +334,18 @@ async fn health(State(state): State<AppState>) -> Response {
         "turns_in_flight": state.activity.limiter.in_flight(),
         "queue_depth": state.activity.limiter.queued(),
         "shutting_down": state.activity.is_shutting_down(),
+        "telemetry": {
+            "journal": if journal_ok { "ok" } else { "failing" },
+            "sampler": match &state.sampler {
+                Some(_) if sampler_alive => "alive",
+                Some(_) => "dead",
+                None => "off",
+            },
+            "crash_monitor": crash.as_str(),
+            "crash_monitor_note": crash.note,
+            "collector": collector.as_str(),
+            "warnings": warnings,
+        },
     });
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()

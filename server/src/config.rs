@@ -53,6 +53,9 @@ pub const DEFAULT_CONVERSATION_MEMORY_INTERVAL_MS: u64 = 10_000;
 pub const DEFAULT_CONVERSATION_MEMORY_TOP: usize = 5;
 /// Memory sampler period, milliseconds. Env: `DISPATCH_SAMPLE_INTERVAL_MS`.
 pub const DEFAULT_SAMPLE_INTERVAL_MS: u64 = 1000;
+/// Byte budget of the crash dump directory (1 GiB); the oldest dumps go first. Env: `DISPATCH_CRASH_BUDGET_BYTES`.
+pub const DEFAULT_CRASH_BUDGET_BYTES: u64 =
+    dispatch_telemetry::crash::CrashBuilder::DEFAULT_DUMP_BUDGET_BYTES;
 /// Conversations listed by `GET /v1/conversations` when `limit` is not given.
 pub const DEFAULT_LIST_LIMIT: usize = 100;
 /// Largest `limit` `GET /v1/conversations` accepts.
@@ -109,9 +112,30 @@ pub struct Config {
     /// Journal lines queued while the segment is busy before lines are dropped (and counted) [default: 4096].
     #[arg(long, env = "DISPATCH_JOURNAL_QUEUE_LINES")]
     pub journal_queue_lines: Option<usize>,
-    /// Traces database of the collector [default: <var dir>/traces.db]; recorded, not written, by the server.
+    /// Traces database the embedded collector drains the journal into [default: <var dir>/traces.db].
     #[arg(long, env = "DISPATCH_TRACES_DB")]
     pub traces_db: Option<PathBuf>,
+    /// Do not run the embedded collector thread (run the standalone `dispatch-collector` instead).
+    #[arg(long, env = "DISPATCH_NO_COLLECTOR", default_value_t = false, action = ArgAction::Set,
+          value_parser = BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
+    pub no_collector: bool,
+    /// Directory for minidumps written by the crash monitor [default: <var dir>/crashes].
+    #[arg(long, env = "DISPATCH_CRASH_DIR")]
+    pub crash_dir: Option<PathBuf>,
+    /// Byte budget of the crash dump directory; the oldest dumps are deleted first.
+    #[arg(long, env = "DISPATCH_CRASH_BUDGET_BYTES", default_value_t = DEFAULT_CRASH_BUDGET_BYTES)]
+    pub crash_budget_bytes: u64,
+    /// Run under the out-of-process crash monitor (minidumps, true exit status); `off` disables.
+    #[arg(long, env = "DISPATCH_CRASH_MONITOR", default_value_t = true, action = ArgAction::Set,
+          value_parser = BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
+    pub crash_monitor: bool,
+    /// Same as `--crash-monitor=off`.
+    #[arg(long, default_value_t = false)]
+    pub no_crash_monitor: bool,
+    /// Enables the admin API (`/admin/fault/*`, heap profiles) for callers that send
+    /// `Authorization: Bearer <token>`. Off when unset. Never logged or journaled.
+    #[arg(long, env = "DISPATCH_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// Directory for full tool output beyond the history bound [default: <var dir>/tool-output].
     #[arg(long, env = "DISPATCH_TOOL_OUTPUT_DIR")]
     pub tool_output_dir: Option<PathBuf>,
@@ -205,6 +229,11 @@ impl Config {
             db: under(self.db, "dispatch.db"),
             journal_dir: under(self.journal_dir, "journal"),
             traces_db: under(self.traces_db, "traces.db"),
+            collector_enabled: !self.no_collector,
+            crash_dir: under(self.crash_dir, "crashes"),
+            crash_budget_bytes: self.crash_budget_bytes,
+            crash_monitor: self.crash_monitor && !self.no_crash_monitor,
+            admin_token: self.admin_token.filter(|t| !t.is_empty()).map(AdminToken),
             service: self.service,
             journal_segment_bytes: self.journal_segment_bytes,
             journal_budget_bytes: self.journal_budget_bytes,
@@ -252,8 +281,18 @@ pub struct Settings {
     pub db: PathBuf,
     /// Journal directory.
     pub journal_dir: PathBuf,
-    /// Traces database (recorded for the collector).
+    /// Traces database of the embedded collector.
     pub traces_db: PathBuf,
+    /// Whether the embedded collector thread runs.
+    pub collector_enabled: bool,
+    /// Minidump directory.
+    pub crash_dir: PathBuf,
+    /// Byte budget of the minidump directory.
+    pub crash_budget_bytes: u64,
+    /// Whether to run under the crash monitor.
+    pub crash_monitor: bool,
+    /// Admin API token; `None`: the admin API is off (its routes answer 404).
+    pub admin_token: Option<AdminToken>,
     /// Journal service name.
     pub service: String,
     /// Journal rotation size, when set (else the writer's default).
@@ -321,6 +360,7 @@ impl Settings {
         config.journal_dir = None;
         config.traces_db = None;
         config.tool_output_dir = None;
+        config.crash_dir = None;
         config.resolve()
     }
 
@@ -335,6 +375,11 @@ impl Settings {
         put("db", self.db.display().to_string().into());
         put("journal_dir", self.journal_dir.display().to_string().into());
         put("traces_db", self.traces_db.display().to_string().into());
+        put("collector", self.collector_enabled.into());
+        put("crash_dir", self.crash_dir.display().to_string().into());
+        put("crash_budget_bytes", self.crash_budget_bytes.into());
+        // Whether the admin API is on; never the token.
+        put("admin", self.admin_token.is_some().into());
         put("tool_output_dir", self.tool_output_dir.display().to_string().into());
         put("service", self.service.clone().into());
         put("provider", self.provider.as_str().into());
@@ -348,6 +393,31 @@ impl Settings {
         put("panic_backtrace", self.panic_backtrace.into());
         put("sampler", self.sampler_enabled.into());
         m
+    }
+}
+
+/// The admin API's bearer token. Its `Debug` does not print it, and comparing takes the same
+/// time wherever the first difference is.
+#[derive(Clone)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// Whether `presented` is the token, compared in constant time (for a given length: the
+    /// length itself is not secret enough to matter and is compared first).
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        let expected = self.0.as_bytes();
+        if expected.len() != presented.len() {
+            return false;
+        }
+        let diff = expected.iter().zip(presented).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        // `black_box` keeps the optimiser from turning the fold into an early exit.
+        std::hint::black_box(diff) == 0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
     }
 }
 
@@ -375,6 +445,29 @@ mod tests {
         assert_eq!(s.journal_dir, PathBuf::from("/srv/d/journal"));
         assert_eq!(s.traces_db, PathBuf::from("/srv/d/traces.db"));
         assert_eq!(s.tool_output_dir, PathBuf::from("/srv/d/tool-output"));
+        assert_eq!(s.crash_dir, PathBuf::from("/srv/d/crashes"));
         assert!(!s.summary().contains_key("openai_api_key"));
+    }
+
+    #[test]
+    fn crash_monitor_collector_and_admin_switches() {
+        let parse = |args: &[&str]| {
+            Config::try_parse_from([&["dispatch-server"], args].concat()).unwrap().resolve()
+        };
+        let s = parse(&[]);
+        assert!(s.crash_monitor && s.collector_enabled && s.admin_token.is_none());
+        assert!(!parse(&["--no-crash-monitor"]).crash_monitor);
+        assert!(!parse(&["--crash-monitor=off"]).crash_monitor);
+        assert!(!parse(&["--no-collector"]).collector_enabled);
+        assert!(parse(&["--admin-token", ""]).admin_token.is_none(), "an empty token is no token");
+        let s = parse(&["--admin-token", "s3cret-token"]);
+        let token = s.admin_token.clone().unwrap();
+        assert!(token.matches(b"s3cret-token"));
+        assert!(
+            !token.matches(b"s3cret-tokeN") && !token.matches(b"s3cret") && !token.matches(b"")
+        );
+        assert!(!format!("{s:?}").contains("s3cret"), "Debug never prints the token");
+        assert_eq!(s.summary()["admin"], true);
+        assert!(!serde_json::Value::Object(s.summary()).to_string().contains("s3cret"));
     }
 }

@@ -71,6 +71,17 @@ pub enum ApiError {
     /// The route exists but not for this method.
     #[error("method {0} is not allowed on this endpoint")]
     MethodNotAllowed(String),
+    /// An admin route without the admin token (missing or wrong `Authorization: Bearer`).
+    #[error("this endpoint needs the admin token (Authorization: Bearer <token>)")]
+    Unauthorized,
+    /// No fault has this name.
+    #[error(
+        "no fault named {0:?} (segfault, abort, stack-overflow, sigbus, sigill, panic-turn, panic-thread, leak, alloc)"
+    )]
+    FaultNotFound(String),
+    /// jemalloc heap profiling failed.
+    #[error("heap profiling: {0}")]
+    HeapProfile(String),
     /// The conversation store failed.
     #[error("conversation store failed: {0}")]
     Store(#[from] StoreError),
@@ -97,6 +108,9 @@ impl ApiError {
             Self::ShuttingDown => "shutting_down",
             Self::NoRoute(_) => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::Unauthorized => "unauthorized",
+            Self::FaultNotFound(_) => "fault_not_found",
+            Self::HeapProfile(_) => "heap_profile_failed",
             Self::Store(e) => e.code(),
             Self::Internal(_) => "internal",
         }
@@ -111,9 +125,12 @@ impl ApiError {
             Self::BodyUnreadable(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::ConversationNotFound(_) | Self::TurnNotFound { .. } | Self::NoRoute(_) => {
-                StatusCode::NOT_FOUND
-            }
+            Self::ConversationNotFound(_)
+            | Self::TurnNotFound { .. }
+            | Self::NoRoute(_)
+            | Self::FaultNotFound(_) => StatusCode::NOT_FOUND,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::HeapProfile(_) => StatusCode::CONFLICT,
             Self::TurnInProgress(_) | Self::TurnNotRunning(_) => StatusCode::CONFLICT,
             Self::QueueFull { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -127,6 +144,13 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({
             "error": { "code": self.code(), "message": self.to_string() }
         });
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        if matches!(self, Self::Unauthorized) {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }

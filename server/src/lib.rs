@@ -22,7 +22,9 @@
 //! # }
 //! ```
 
+pub mod admin;
 pub mod api;
+pub mod collector;
 pub mod config;
 pub mod elf;
 pub mod error;

@@ -1,4 +1,6 @@
-//! `dispatch-server`: parses the configuration, opens the journal, starts the memory sampler,
+//! `dispatch-server`: parses the configuration, starts crash capture (the process the service
+//! manager started becomes the crash monitor and runs the server as its child), opens the
+//! journal, installs the panic hooks, starts the memory sampler and the embedded collector,
 //! repairs the store and serves until SIGTERM/SIGINT. Everything else is in the library.
 
 use std::sync::Arc;
@@ -8,7 +10,12 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use dispatch_journal::Record;
 use dispatch_journal::record::ProcessStop;
+use dispatch_server::collector::{CollectorState, CollectorStatus, EmbeddedCollector};
+use dispatch_server::config::Settings;
+use dispatch_server::state::Supervision;
+use dispatch_server::telemetry::{CrashMonitorStatus, OnFatalPanic};
 use dispatch_server::{Activity, AppState, Config, serve, stop_signal, telemetry};
+use dispatch_telemetry::crash::{CrashBuilder, Supervised};
 use dispatch_telemetry::journal::JournalBuilder;
 use dispatch_telemetry::memory::SamplerBuilder;
 
@@ -33,9 +40,27 @@ pub static MALLOC_CONF: &u8 = &dispatch_telemetry::memory::jemalloc::MALLOC_CONF
 
 /// Bound on the final journal flush at exit.
 const EXIT_FLUSH: Duration = Duration::from_secs(5);
+/// Bound on the embedded collector's last drain at exit.
+const COLLECTOR_STOP_WAIT: Duration = Duration::from_secs(10);
 
 fn main() -> std::process::ExitCode {
-    match run(Config::parse()) {
+    // Flags and environment first: clap starts no thread, and the crash monitor needs the
+    // journal and dump directories. (The monitor's child parses them again, identically: it
+    // runs with the same arguments and environment.)
+    let settings = Config::parse().resolve();
+    // Crash capture before anything else, while this is the only thread. In the process the
+    // service manager started, `start` never returns: it becomes the crash monitor, runs this
+    // binary again as its child, forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 to it,
+    // writes a minidump if it crashes, appends `crash` and `exit` to its journal and exits the
+    // way it did. In that child (or with the monitor off) it returns how we are supervised.
+    // The clap-resolved values are passed explicitly instead of `CrashBuilder::with_env`, so
+    // a flag wins over its environment variable as everywhere else.
+    let supervised = CrashBuilder::new(&settings.journal_dir, &settings.crash_dir)
+        .service(settings.service.clone())
+        .dump_budget_bytes(settings.crash_budget_bytes)
+        .enabled(settings.crash_monitor)
+        .start();
+    match run(settings, supervised) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("dispatch-server: error: {err:#}");
@@ -44,8 +69,16 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
-    let settings = config.resolve();
+fn run(settings: Settings, supervised: Supervised) -> anyhow::Result<()> {
+    let crash_monitor = CrashMonitorStatus::of(&supervised);
+    if supervised.is_monitored() {
+        die_with_monitor();
+    } else {
+        eprintln!(
+            "dispatch-server: WARNING: crash monitor detached ({}): a crash leaves no minidump",
+            crash_monitor.note.as_deref().unwrap_or("no reason given")
+        );
+    }
     std::fs::create_dir_all(&settings.var_dir)
         .with_context(|| format!("creating the var directory {}", settings.var_dir.display()))?;
     // Flags and their environment variables are parsed by clap; `with_env` runs first so
@@ -64,11 +97,43 @@ fn run(config: Config) -> anyhow::Result<()> {
     if let Some(lines) = settings.journal_queue_lines {
         builder = builder.queue_lines(lines);
     }
+    // The journal continues the boot the monitor chose, so the monitor's `crash` and `exit`
+    // records land under this process's boot.
     let journal = builder
+        .boot_id(supervised.boot_id())
         .open()
         .with_context(|| format!("opening the journal in {}", settings.journal_dir.display()))?;
-    journal.emit(Record::ProcessStart(telemetry::process_start(&settings)));
-    telemetry::install_panic_capture(settings.panic_backtrace);
+    journal.emit(Record::ProcessStart(telemetry::process_start(&settings, &crash_monitor)));
+    // A fatal panic (on the main thread) also gets a minidump: the hook asks the monitor.
+    // The hook keeps `supervised` (and with it the crash handler) for the process's life.
+    let supervised = Arc::new(supervised);
+    let on_fatal: OnFatalPanic = {
+        let supervised = supervised.clone();
+        Box::new(move || {
+            if let Some(guard) = supervised.guard() {
+                guard.dump_now();
+            }
+        })
+    };
+    telemetry::install_panic_hooks(journal.clone(), settings.panic_backtrace, Some(on_fatal));
+    let (collector, collector_status) = if settings.collector_enabled {
+        match EmbeddedCollector::start(&settings.journal_dir, &settings.traces_db) {
+            Ok(c) => {
+                let status = c.status();
+                (Some(c), status)
+            }
+            Err(e) => {
+                eprintln!(
+                    "dispatch-server: embedded collector not started ({}): {e:#}; serving \
+                     without it (--no-collector turns it off)",
+                    e.code()
+                );
+                (None, CollectorStatus::new(CollectorState::Failed(e.to_string())))
+            }
+        }
+    } else {
+        (None, CollectorStatus::new(CollectorState::Off))
+    };
     let activity = Arc::new(Activity::new(settings.max_turns_in_flight, settings.max_queue_depth));
     let sampler = if settings.sampler_enabled {
         let sampler = SamplerBuilder::new()
@@ -87,8 +152,10 @@ fn run(config: Config) -> anyhow::Result<()> {
     };
     let addr = settings.addr;
     let addr_file = settings.addr_file.clone();
-    let (state, report) = AppState::start(settings, journal.clone(), activity, sampler)
-        .context("starting the server")?;
+    let supervision = Supervision { crash_monitor, collector: collector_status };
+    let (state, report) =
+        AppState::start_supervised(settings, journal.clone(), activity, sampler, supervision)
+            .context("starting the server")?;
     if !report.repairs.is_empty() {
         eprintln!(
             "dispatch-server: repair-and-seal: {} repairs, {} turns sealed",
@@ -99,6 +166,11 @@ fn run(config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("dispatch-worker")
+        // Every worker and blocking thread gets an alternate signal stack, so a stack
+        // overflow there still reaches the crash handler.
+        .on_thread_start(|| {
+            dispatch_telemetry::crash::install_thread_altstack();
+        })
         .build()
         .context("building the tokio runtime")?;
     let started = std::time::Instant::now();
@@ -124,6 +196,41 @@ fn run(config: Config) -> anyhow::Result<()> {
     if !journal.flush(EXIT_FLUSH) {
         eprintln!("dispatch-server: the journal did not flush within {EXIT_FLUSH:?}");
     }
+    // After the final flush, so `process.stop` reaches the traces database too.
+    if let Some(collector) = collector {
+        if !collector.stop(COLLECTOR_STOP_WAIT) {
+            eprintln!(
+                "dispatch-server: the embedded collector did not finish within \
+                 {COLLECTOR_STOP_WAIT:?}; the next start drains the rest"
+            );
+        }
+    }
     eprintln!("dispatch-server: stopped ({}, {} turns sealed)", stop.reason, stop.turns_sealed);
     Ok(())
+}
+
+/// Asks the kernel for SIGTERM when the monitor (our parent) dies, so a monitor killed on its
+/// own (`kill -9` of the main pid outside systemd) does not leave the server running
+/// unsupervised: it stops gracefully instead, sealing its turns.
+#[allow(unsafe_code)]
+fn die_with_monitor() {
+    let monitor = std::env::var(dispatch_telemetry::crash::ENV_MONITOR_PID)
+        .ok()
+        .and_then(|p| p.parse::<libc::pid_t>().ok());
+    // SAFETY: prctl(PR_SET_PDEATHSIG, signal) only sets an attribute of this process; the
+    // argument is a valid signal number.
+    let set = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) };
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    if set != 0 {
+        eprintln!(
+            "dispatch-server: WARNING: PR_SET_PDEATHSIG failed; the server outlives a killed monitor"
+        );
+    } else if monitor.is_some_and(|m| m != parent) {
+        // The monitor died before the request took effect: stop now, as it would have asked.
+        eprintln!("dispatch-server: the crash monitor is already gone; stopping");
+        // SAFETY: raise(SIGTERM) on ourselves; the tokio handler is not installed yet, so this
+        // ends the process with the default action, as a SIGTERM from the monitor would.
+        unsafe { libc::raise(libc::SIGTERM) };
+    }
 }

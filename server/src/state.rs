@@ -9,10 +9,12 @@ use dispatch_journal::record::{ConversationRepair, TurnEnd};
 use dispatch_telemetry::journal::Journal;
 use dispatch_telemetry::memory::Sampler;
 
+use crate::admin::Faults;
+use crate::collector::CollectorStatus;
 use crate::config::{ProviderKind, Settings};
 use crate::provider::{OpenAiProvider, Provider, ProviderError, SimProvider};
 use crate::store::{RepairReport, Store, StoreError};
-use crate::telemetry::Activity;
+use crate::telemetry::{Activity, CrashMonitorStatus};
 use crate::tools::{ToolSettings, Tools};
 
 /// A failure while building the state at start.
@@ -63,6 +65,30 @@ pub struct StateInner {
     pub sampler: Option<Sampler>,
     /// Process start, for uptime.
     pub started: Instant,
+    /// Whether the crash monitor is attached (for `/health`).
+    pub crash_monitor: CrashMonitorStatus,
+    /// The embedded collector's state (for `/health`).
+    pub collector: CollectorStatus,
+    /// Fault injection state (admin API).
+    pub faults: Faults,
+}
+
+/// How the process is supervised, given to [`AppState::start_supervised`] by `main`.
+#[derive(Debug, Clone)]
+pub struct Supervision {
+    /// The crash monitor's status.
+    pub crash_monitor: CrashMonitorStatus,
+    /// The embedded collector's state.
+    pub collector: CollectorStatus,
+}
+
+impl Default for Supervision {
+    fn default() -> Supervision {
+        Supervision {
+            crash_monitor: CrashMonitorStatus::unsupervised(),
+            collector: CollectorStatus::default(),
+        }
+    }
 }
 
 impl Deref for AppState {
@@ -84,6 +110,21 @@ impl AppState {
         journal: Journal,
         activity: Arc<Activity>,
         sampler: Option<Sampler>,
+    ) -> Result<(AppState, RepairReport), StartError> {
+        AppState::start_supervised(settings, journal, activity, sampler, Supervision::default())
+    }
+
+    /// [`AppState::start`], with what `main` knows about the crash monitor and the embedded
+    /// collector (reported by `/health`).
+    ///
+    /// # Errors
+    /// As [`AppState::start`].
+    pub fn start_supervised(
+        settings: Settings,
+        journal: Journal,
+        activity: Arc<Activity>,
+        sampler: Option<Sampler>,
+        supervision: Supervision,
     ) -> Result<(AppState, RepairReport), StartError> {
         let store_err =
             |source| StartError::Store { path: settings.db.display().to_string(), source };
@@ -136,6 +177,9 @@ impl AppState {
             journal,
             sampler,
             started: Instant::now(),
+            crash_monitor: supervision.crash_monitor,
+            collector: supervision.collector,
+            faults: Faults::default(),
         }));
         Ok((state, report))
     }

@@ -1,6 +1,7 @@
 //! How the server feeds the telemetry library: load gauges for the sampler, per-turn
-//! allocation counters around each poll, panic capture for turn tasks, the `process.start`
-//! facts (version, git sha, GNU build-id) and the periodic `conversation.memory` records.
+//! allocation counters and the current turn around each poll, the chained panic hooks, the
+//! crash monitor's status, the `process.start` facts (version, git sha, GNU build-id) and the
+//! periodic `conversation.memory` records.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -11,7 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use dispatch_journal::record::{ConversationMemory, Limits, Load, ProcessStart};
+use dispatch_journal::Record;
+use dispatch_journal::record::{ConversationMemory, Limits, Load, Panic, ProcessStart};
+use dispatch_telemetry::crash::{TurnContext, set_current_turn};
+use dispatch_telemetry::journal::Journal;
 use dispatch_telemetry::memory::LoadSource;
 use tokio::sync::watch;
 
@@ -211,17 +215,21 @@ impl LoadSource for Activity {
     }
 }
 
-/// Wraps a future and adds the calling thread's jemalloc allocated/freed deltas around each
-/// poll to `counters`: what the turn's task allocated and freed, wherever it was polled.
+/// Wraps a turn's future: around each poll it adds the calling thread's jemalloc
+/// allocated/freed deltas to `counters` (what the turn's task allocated and freed, wherever it
+/// was polled) and names the turn as the thread's current one
+/// (`dispatch_telemetry::crash::set_current_turn`), so a panic meanwhile is journaled with its
+/// conversation and turn.
 pub struct Measured<F> {
     inner: Pin<Box<F>>,
     counters: Arc<TurnCounters>,
+    turn: Option<TurnContext>,
 }
 
 impl<F> Measured<F> {
-    /// Measures `inner` into `counters`.
-    pub fn new(inner: F, counters: Arc<TurnCounters>) -> Measured<F> {
-        Measured { inner: Box::pin(inner), counters }
+    /// Measures `inner` into `counters`; `turn` is what a panic during a poll is filed under.
+    pub fn new(inner: F, counters: Arc<TurnCounters>, turn: Option<TurnContext>) -> Measured<F> {
+        Measured { inner: Box::pin(inner), counters, turn }
     }
 }
 
@@ -230,6 +238,15 @@ impl<F: Future> Future for Measured<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.get_mut();
+        // Restores the previous value even if the poll unwinds (a panic outside the turn's own
+        // catch_unwind), so a worker never keeps a stale turn.
+        struct Restore(Option<TurnContext>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                set_current_turn(self.0.take());
+            }
+        }
+        let _restore = Restore(set_current_turn(this.turn.clone()));
         let before = dispatch_telemetry::memory::thread_allocated_bytes();
         let out = this.inner.as_mut().poll(cx);
         if let (Some((a0, f0)), Some((a1, f1))) =
@@ -242,31 +259,37 @@ impl<F: Future> Future for Measured<F> {
     }
 }
 
-/// What the panic hook saw, for the turn boundary that catches the unwind.
+/// What the panic hook saw, for the turn boundary that catches the unwind (the `panic`
+/// record itself is written by the journaling hook; this is for the turn's error message).
 #[derive(Debug, Clone, Default)]
 pub struct CapturedPanic {
     /// `file:line:column`.
     pub location: Option<String>,
     /// Thread name.
     pub thread: Option<String>,
-    /// Backtrace.
-    pub backtrace: Option<String>,
 }
 
 thread_local! {
     static LAST_PANIC: RefCell<Option<CapturedPanic>> = const { RefCell::new(None) };
 }
 
-/// Installs (once) a chained panic hook that remembers the location, thread and (when
-/// `backtrace`) the resolved backtrace of a panic on the panicking thread, so the turn
-/// boundary catching it can journal them. The previous hook still runs (the message still
-/// reaches stderr).
+/// Something to run when a panic is fatal (on the `main` thread): the server asks the crash
+/// monitor for a minidump there.
+pub type OnFatalPanic = Box<dyn Fn() + Send + Sync>;
+
+/// Installs (once) the panic hooks, chained: first the journaling hook writes exactly one
+/// `panic` record per panic (message, location, thread, the conversation and turn set by
+/// [`Measured`] around each poll, `fatal` for the `main` thread, then `on_fatal`), then a small
+/// hook remembers the location and thread for the turn boundary that catches the unwind, then
+/// the previous hook prints the message to stderr.
 ///
-/// Resolving a backtrace makes std load and keep the binary's debug info: measured on the
-/// release build, RSS went from 9.5 MB to 91 MB (+55 MB anonymous) at the first panic and
-/// stayed there, not growing with later panics. `DISPATCH_PANIC_BACKTRACE=false` trades the
-/// backtrace for that memory.
-pub fn install_panic_capture(backtrace: bool) {
+/// With `backtrace` the journaling hook is `dispatch_telemetry::crash::install_panic_hook`,
+/// which always resolves a backtrace. Resolving one makes std load and keep the binary's
+/// debug info: measured on the release build, RSS went from 9.5 MB to 91 MB (+55 MB
+/// anonymous) at the first panic and stayed there, not growing with later panics. That hook
+/// has no switch for it, so `DISPATCH_PANIC_BACKTRACE=false` installs this crate's
+/// [`install_panic_record_hook`] instead: the same record without the backtrace.
+pub fn install_panic_hooks(journal: Journal, backtrace: bool, on_fatal: Option<OnFatalPanic>) {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
@@ -276,13 +299,42 @@ pub fn install_panic_capture(backtrace: bool) {
                     .location()
                     .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column())),
                 thread: std::thread::current().name().map(str::to_owned),
-                backtrace: backtrace
-                    .then(|| std::backtrace::Backtrace::force_capture().to_string()),
             };
             LAST_PANIC.with(|p| *p.borrow_mut() = Some(captured));
             previous(info);
         }));
+        if backtrace {
+            dispatch_telemetry::crash::install_panic_hook(journal, on_fatal);
+        } else {
+            install_panic_record_hook(journal, on_fatal);
+        }
     });
+}
+
+/// The journaling panic hook without a backtrace: `dispatch_telemetry::crash::install_panic_hook`
+/// minus the backtrace (see [`install_panic_hooks`]), chained to the hook installed before.
+pub fn install_panic_record_hook(journal: Journal, on_fatal: Option<OnFatalPanic>) {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current().name().unwrap_or("(unnamed)").to_owned();
+        let fatal = thread == "main";
+        let turn = dispatch_telemetry::crash::current_turn();
+        journal.emit(Record::Panic(Panic {
+            message: Some(panic_message(info.payload())),
+            location: info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column())),
+            thread: Some(thread),
+            backtrace: None,
+            conversation: turn.as_ref().map(|t| t.conversation.to_string()),
+            turn: turn.as_ref().map(|t| t.turn.to_string()),
+            fatal: Some(fatal),
+            ..Default::default()
+        }));
+        journal.flush(dispatch_telemetry::crash::PANIC_FLUSH_WAIT);
+        if fatal && let Some(f) = &on_fatal {
+            f();
+        }
+        previous(info);
+    }));
 }
 
 /// Takes what the hook captured on this thread (the unwind is caught on the thread that
@@ -302,8 +354,46 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// The `process.start` record for this process.
-pub fn process_start(settings: &Settings) -> ProcessStart {
+/// Whether this process runs under the crash monitor, and why not when it does not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrashMonitorStatus {
+    /// A monitor will write a minidump if this process crashes.
+    pub attached: bool,
+    /// Why not, when not (`Supervised::note`).
+    pub note: Option<String>,
+}
+
+impl CrashMonitorStatus {
+    /// From the crash module's answer at start.
+    pub fn of(supervised: &dispatch_telemetry::crash::Supervised) -> CrashMonitorStatus {
+        CrashMonitorStatus {
+            attached: supervised.is_monitored(),
+            note: supervised.note().map(str::to_owned),
+        }
+    }
+
+    /// Not supervised at all (the library used without the binary's `main`, as in tests).
+    pub fn unsupervised() -> CrashMonitorStatus {
+        CrashMonitorStatus {
+            attached: false,
+            note: Some("not started through dispatch-server's main (no crash monitor)".into()),
+        }
+    }
+
+    /// `attached` or `detached`.
+    pub fn as_str(&self) -> &'static str {
+        if self.attached { "attached" } else { "detached" }
+    }
+}
+
+/// The `process.start` record for this process; `crash` says whether the crash monitor is
+/// attached (`config.crash_monitor`, with `config.crash_monitor_note` when detached).
+pub fn process_start(settings: &Settings, crash: &CrashMonitorStatus) -> ProcessStart {
+    let mut config = settings.summary();
+    config.insert("crash_monitor".into(), crash.as_str().into());
+    if let Some(note) = &crash.note {
+        config.insert("crash_monitor_note".into(), note.clone().into());
+    }
     let read = |p: &str| {
         std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
     };
@@ -321,7 +411,7 @@ pub fn process_start(settings: &Settings) -> ProcessStart {
         host: read("/proc/sys/kernel/hostname"),
         kernel: read("/proc/sys/kernel/osrelease"),
         limits: cgroup_limits(),
-        config: Some(settings.summary()),
+        config: Some(config),
     }
 }
 

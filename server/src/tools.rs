@@ -24,6 +24,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::message::ToolCall;
 
+/// Environment variables tools never see: the server's secrets, and the crash monitor's
+/// handshake with its child.
+pub const ENV_WITHHELD_FROM_TOOLS: &[&str] = &[
+    "DISPATCH_ADMIN_TOKEN",
+    "DISPATCH_OPENAI_API_KEY",
+    dispatch_telemetry::crash::ENV_SOCKET,
+    dispatch_telemetry::crash::ENV_BOOT,
+    dispatch_telemetry::crash::ENV_MONITOR_PID,
+];
+
 /// How tools run.
 #[derive(Debug, Clone)]
 pub struct ToolSettings {
@@ -257,6 +267,11 @@ impl Tools {
         let (writer, mut rx) = tokio::net::unix::pipe::pipe().map_err(spawn_err)?;
         let writer: OwnedFd = writer.into_blocking_fd().map_err(spawn_err)?;
         let writer2 = writer.try_clone().map_err(spawn_err)?;
+        // Secrets and the crash monitor's handshake stay with the server: a tool's output ends
+        // up in history, and a nested dispatch-server must not think it is our monitor's child.
+        for name in ENV_WITHHELD_FROM_TOOLS {
+            cmd.env_remove(name);
+        }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::from(writer))
             .stderr(Stdio::from(writer2))

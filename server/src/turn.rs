@@ -12,7 +12,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use dispatch_journal::Record;
-use dispatch_journal::record::{ErrorUnhandled, Panic, TurnEnd, TurnStart};
+use dispatch_journal::record::{ErrorUnhandled, TurnEnd, TurnStart};
+use dispatch_telemetry::crash::TurnContext;
 use futures_util::FutureExt;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -255,6 +256,7 @@ pub fn spawn_turn(
         (None, None)
     };
     let (done_tx, done_rx) = oneshot::channel();
+    let info_conversation = conversation.clone();
     let info = TurnInfo { conversation, turn: turn.clone() };
     let task = run_turn(
         state.clone(),
@@ -265,7 +267,9 @@ pub fn spawn_turn(
         counters.clone(),
         !streaming,
     );
-    tokio::spawn(Measured::new(task, counters));
+    let context =
+        TurnContext { conversation: info_conversation.into(), turn: turn.as_str().into() };
+    tokio::spawn(Measured::new(task, counters, Some(context)));
     Ok(TurnHandle { id: turn, events: rx, done: done_rx })
 }
 
@@ -332,18 +336,10 @@ async fn run_turn(
         Ending::Finished(Err(payload)) => {
             let message = panic_message(payload.as_ref());
             let captured = take_captured_panic();
-            state.journal.emit(Record::Panic(Panic {
-                message: Some(message.clone()),
-                location: captured.location.clone(),
-                thread: captured.thread,
-                backtrace: captured.backtrace,
-                conversation: Some(t.conversation.clone()),
-                turn: Some(t.turn.clone()),
-                fatal: Some(false),
-                ..Default::default()
-            }));
-            // The `panic` kind has no place for the active conversations and the memory
-            // snapshot; this record carries them (source `task`, code `panic`).
+            // The panic hook already wrote the one `panic` record (with backtrace, conversation
+            // and turn: `Measured` names the turn around each poll). That kind has no place for
+            // the active conversations and the memory snapshot; this record carries them
+            // (source `task`, code `panic`).
             state.journal.emit(Record::ErrorUnhandled(ErrorUnhandled {
                 message: Some(format!("panic: {message}")),
                 code: Some("panic".to_owned()),
@@ -440,6 +436,9 @@ async fn turn_body(
     progress: &mut Progress,
     counters: &TurnCounters,
 ) -> Result<(), TurnError> {
+    // Fault injection (admin API, off by default): here, inside the turn task's poll, so the
+    // turn's `alloc_bytes` shows what it retains and the panic is the turn's own.
+    state.faults.on_turn_start(&t.turn);
     let conv = t.conversation.clone();
     let mut history = state.store.call(move |c| store::load_history(c, &conv)).await?;
     let mut history_bytes: u64 = history.iter().map(HistoryMessage::size_bytes).sum();

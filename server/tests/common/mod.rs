@@ -47,11 +47,14 @@ pub async fn wait_for_async<T, F: std::future::Future<Output = Option<T>>>(
     }
 }
 
-/// The real `dispatch-server` binary running in a var directory.
+/// The real `dispatch-server` binary running in a var directory. `child` is the process the
+/// test started: the crash monitor (unless `--no-crash-monitor`), whose child, `worker`, is
+/// the server proper.
 pub struct ServerProcess {
     pub child: Child,
     pub addr: SocketAddr,
     pub var: PathBuf,
+    pub worker: i32,
 }
 
 impl ServerProcess {
@@ -91,21 +94,36 @@ impl ServerProcess {
             }
             std::fs::read_to_string(&addr_file).ok()?.trim().parse().ok()
         });
-        ServerProcess { child, addr, var: var.to_path_buf() }
+        // The server proper: the process whose `process.start` names the started process as
+        // itself (no monitor) or as its parent (the monitor's child).
+        let top = child.id() as u64;
+        let worker = wait_for("the server's process.start", || {
+            let records = read_journal(&var.join("journal"));
+            of_kind(&records, "process.start")
+                .into_iter()
+                .rev()
+                .find(|r| r["pid"] == top || r["ppid"] == top)
+                .and_then(|r| r["pid"].as_i64())
+        }) as i32;
+        ServerProcess { child, addr, var: var.to_path_buf(), worker }
     }
 
+    /// The pid of the server proper (the monitor's child, or the started process itself).
     pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.worker
     }
 
-    /// Sends `signal` (e.g. `libc::SIGKILL`) and waits for the process to end.
+    /// Sends `signal` to the started process (the monitor forwards SIGTERM and SIGINT, as
+    /// under systemd) and waits for it to end.
     pub fn signal_and_wait(&mut self, signal: i32) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill");
-        assert!(status.success());
+        send(self.child.id() as i32, signal);
+        self.child.wait().expect("wait")
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGKILL`) to the server proper and waits for the started
+    /// process (the monitor exits the way its child did).
+    pub fn signal_worker_and_wait(&mut self, signal: i32) -> std::process::ExitStatus {
+        send(self.worker, signal);
         self.child.wait().expect("wait")
     }
 
@@ -120,9 +138,19 @@ impl ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
+        // The worker first: killing only the monitor would leave it running.
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = Command::new("kill").arg("-9").arg(self.worker.to_string()).status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn send(pid: i32, signal: i32) {
+    let status =
+        Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().expect("kill");
+    assert!(status.success(), "kill -{signal} {pid}");
 }
 
 /// Every journal line in `dir` (all segments, in file-name order), parsed as JSON. Lines that
