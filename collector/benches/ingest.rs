@@ -96,9 +96,12 @@ fn main() {
         drop(c); // closing checkpoints the rest of the WAL: part of the cost
         let secs = t.elapsed().as_secs_f64();
         println!(
-            "  open {opened:.3} s, drain {:.3} s, close {:.3} s",
+            "  open {opened:.3} s, drain {:.3} s, close {:.3} s; cpu: reader {:.3} s, writer {:.3} s (busy {:.3} s)",
             drained - opened,
-            secs - drained
+            secs - drained,
+            s.reader_cpu.as_secs_f64(),
+            s.writer_cpu.as_secs_f64(),
+            s.writer_busy.as_secs_f64()
         );
         assert_eq!(s.lines, n, "every line drained");
         assert_eq!(s.records + s.unknown_kinds, n, "every line stored once");
@@ -207,8 +210,9 @@ fn anchors(
         })
         .sum();
     let schema = anchor_schema(collector_db);
-    let mut script = String::from(
-        "PRAGMA page_size = 16384;\nPRAGMA journal_mode = WAL;\nPRAGMA synchronous = NORMAL;\n",
+    let mut script = format!(
+        "PRAGMA page_size = {};\nPRAGMA journal_mode = WAL;\nPRAGMA synchronous = NORMAL;\n",
+        dispatch_collector::schema::DEFAULT_PAGE_SIZE_BYTES
     );
     script.push_str(&schema);
     script.push_str("BEGIN;\n.mode csv\n");

@@ -258,10 +258,15 @@ impl Collector {
             if let Ok(c) = checkpointer {
                 let _ = c.join();
             }
-            let read =
-                reader.join().unwrap_or(Err(ReaderFailure::Error(CollectorError::ThreadLost {
-                    thread: "reader",
-                })));
+            let read = match reader.join() {
+                Ok((r, cpu)) => {
+                    summary.reader_cpu += cpu;
+                    r
+                }
+                Err(_) => {
+                    Err(ReaderFailure::Error(CollectorError::ThreadLost { thread: "reader" }))
+                }
+            };
             (written, read)
         });
         written?;
@@ -337,18 +342,13 @@ fn write_loop(
         // The reader may be gone (it finished); then the batch is freed here.
         let _ = used.send(batch);
     }
-    if std::env::var_os("COLLECTOR_PROFILE").is_some() {
-        eprintln!(
-            "writer busy {:?} of {:?}, cpu {:?}",
-            busy,
-            t0.elapsed(),
-            Duration::from_nanos(thread_cpu_ns() - cpu0)
-        );
-    }
+    summary.writer_busy += busy;
+    summary.writer_cpu += Duration::from_nanos(thread_cpu_ns().saturating_sub(cpu0));
+    let _ = t0;
     Ok(())
 }
 
-/// CPU time of the calling thread, ns (from /proc; 0 when unreadable). Profiling aid.
+/// CPU time of the calling thread, ns (from /proc; 0 when unreadable), for [`Summary`].
 pub(crate) fn thread_cpu_ns() -> u64 {
     std::fs::read_to_string("/proc/thread-self/schedstat")
         .ok()
@@ -434,6 +434,12 @@ pub struct Summary {
     pub issues: Vec<Issue>,
     /// Wall time of the drain.
     pub elapsed: Duration,
+    /// Wall time the writer thread spent committing (the rest it waited for the reader).
+    pub writer_busy: Duration,
+    /// CPU time of the writer thread (0 where `/proc/thread-self/schedstat` is unreadable).
+    pub writer_cpu: Duration,
+    /// CPU time of the reader thread (likewise).
+    pub reader_cpu: Duration,
 }
 
 impl Summary {
@@ -447,6 +453,9 @@ impl Summary {
         self.duplicates += o.duplicates;
         self.truncated_segments += o.truncated_segments;
         self.drained_segments += o.drained_segments;
+        self.writer_busy += o.writer_busy;
+        self.writer_cpu += o.writer_cpu;
+        self.reader_cpu += o.reader_cpu;
         for i in o.issues {
             if self.issues.len() < max_issues {
                 self.issues.push(i);

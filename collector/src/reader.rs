@@ -203,13 +203,11 @@ impl<'a> Reader<'a> {
     }
 
     /// Runs until the journal is drained (one-shot) or `stop` is set (follow).
-    pub(crate) fn run(self) -> Result<(), ReaderFailure> {
+    /// Returns the reader thread's CPU time with its outcome.
+    pub(crate) fn run(self) -> (Result<(), ReaderFailure>, Duration) {
         let cpu0 = crate::thread_cpu_ns();
         let r = self.run_inner();
-        if std::env::var_os("COLLECTOR_PROFILE").is_some() {
-            eprintln!("reader cpu {:?}", Duration::from_nanos(crate::thread_cpu_ns() - cpu0));
-        }
-        r
+        (r, Duration::from_nanos(crate::thread_cpu_ns().saturating_sub(cpu0)))
     }
 
     fn run_inner(mut self) -> Result<(), ReaderFailure> {
