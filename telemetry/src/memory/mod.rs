@@ -12,6 +12,8 @@ pub(crate) mod cgroup;
 #[cfg(feature = "jemalloc")]
 pub mod jemalloc;
 mod procfs;
+#[cfg(feature = "alloc-tags")]
+pub mod tags;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
