@@ -156,6 +156,7 @@ fn run(settings: Settings, supervised: Supervised) -> anyhow::Result<()> {
     let (state, report) =
         AppState::start_supervised(settings, journal.clone(), activity, sampler, supervision)
             .context("starting the server")?;
+    telemetry::set_panic_context(state.clone());
     if !report.repairs.is_empty() {
         eprintln!(
             "dispatch-server: repair-and-seal: {} repairs, {} turns sealed",

@@ -8,13 +8,13 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Once};
+use std::sync::{Arc, Mutex, MutexGuard, Once, OnceLock, TryLockError};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use dispatch_journal::Record;
 use dispatch_journal::record::{ConversationMemory, Limits, Load, Panic, ProcessStart};
-use dispatch_telemetry::crash::{TurnContext, set_current_turn};
+use dispatch_telemetry::crash::{PanicContext, TurnContext, set_current_turn};
 use dispatch_telemetry::journal::Journal;
 use dispatch_telemetry::memory::LoadSource;
 use tokio::sync::watch;
@@ -168,6 +168,20 @@ impl Activity {
         v
     }
 
+    /// [`Activity::active_conversations`] without waiting: `None` when the map is busy (for
+    /// the panic hook, which must not block on a lock the panicking thread might hold).
+    pub fn try_active_conversations(&self) -> Option<Vec<String>> {
+        let map = match self.turns.try_lock() {
+            Ok(m) => m,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        let mut v: Vec<String> = map.values().map(|t| t.conversation.clone()).collect();
+        v.sort();
+        v.dedup();
+        Some(v)
+    }
+
     /// `conversation.memory` records for the `top` conversations by history held, with the
     /// bytes allocated and freed since their previous record.
     pub fn conversation_memory(&self, top: usize) -> Vec<ConversationMemory> {
@@ -319,6 +333,7 @@ pub fn install_panic_record_hook(journal: Journal, on_fatal: Option<OnFatalPanic
         let thread = std::thread::current().name().unwrap_or("(unnamed)").to_owned();
         let fatal = thread == "main";
         let turn = dispatch_telemetry::crash::current_turn();
+        let host = host_panic_context();
         journal.emit(Record::Panic(Panic {
             message: Some(panic_message(info.payload())),
             location: info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column())),
@@ -327,7 +342,8 @@ pub fn install_panic_record_hook(journal: Journal, on_fatal: Option<OnFatalPanic
             conversation: turn.as_ref().map(|t| t.conversation.to_string()),
             turn: turn.as_ref().map(|t| t.turn.to_string()),
             fatal: Some(fatal),
-            ..Default::default()
+            active_conversations: Some(host.active_conversations),
+            memory: host.memory.map(Box::new),
         }));
         journal.flush(dispatch_telemetry::crash::PANIC_FLUSH_WAIT);
         if fatal && let Some(f) = &on_fatal {
@@ -335,6 +351,28 @@ pub fn install_panic_record_hook(journal: Journal, on_fatal: Option<OnFatalPanic
         }
         previous(info);
     }));
+}
+
+type HostContextFn = Box<dyn Fn() -> PanicContext + Send + Sync>;
+static HOST_CONTEXT: OnceLock<HostContextFn> = OnceLock::new();
+
+/// Gives every `panic` record (from either journaling hook) the active conversations and the
+/// sampler's last sample, read from `state`'s activity and sampler. Set once; later calls are
+/// ignored. The turns map is only tried, never waited for, inside the hook.
+pub fn set_panic_context(state: crate::state::AppState) {
+    if HOST_CONTEXT
+        .set(Box::new(move || PanicContext {
+            active_conversations: state.activity.try_active_conversations().unwrap_or_default(),
+            memory: state.sampler.as_ref().and_then(|s| s.last()),
+        }))
+        .is_ok()
+    {
+        dispatch_telemetry::crash::set_panic_context(host_panic_context);
+    }
+}
+
+fn host_panic_context() -> PanicContext {
+    HOST_CONTEXT.get().map(|f| f()).unwrap_or_default()
 }
 
 /// Takes what the hook captured on this thread (the unwind is caught on the thread that

@@ -70,8 +70,12 @@ async fn a_panicking_tool_and_a_refused_ssh_fail_only_their_turns() {
         let have_ssh = of_kind(&r, "error.unhandled").iter().any(|e| e["turn"] == ssh_turn);
         (have_panic && have_ssh).then_some(r)
     });
-    let panic = of_kind(&records, "panic").into_iter().find(|p| p["turn"] == panic_turn).unwrap();
+    let panics = of_kind(&records, "panic");
+    assert_eq!(panics.len(), 1, "one panic, one record: {panics:?}");
+    let panic = panics[0];
+    assert_eq!(panic["turn"], panic_turn);
     assert_eq!(panic["fatal"], false);
+    assert!(panic["backtrace"].as_str().is_some_and(|b| !b.is_empty()), "{panic}");
     assert!(panic["location"].as_str().unwrap().contains("tools.rs"), "{panic}");
     assert_eq!(panic["conversation"], conversations[0].as_str());
     let ssh_err =
