@@ -120,6 +120,33 @@ fn header(align: usize) -> usize {
     align.max(8)
 }
 
+/// The inner layout for a block of `layout`, and its header size.
+fn outer(layout: Layout) -> Option<(Layout, usize)> {
+    let h = header(layout.align());
+    Some((Layout::from_size_align(layout.size().checked_add(h)?, layout.align()).ok()?, h))
+}
+
+/// Writes the current tag into a fresh inner block (null passes through), charges `size`
+/// bytes to it, and returns the user pointer `h` bytes in.
+///
+/// # Safety
+/// `base` is null or the start of a block of at least `h + size` bytes, aligned to at least 8,
+/// with `h` a multiple of 8 and at least 8.
+#[allow(unsafe_code)]
+unsafe fn tag_block(base: *mut u8, h: usize, size: usize) -> *mut u8 {
+    if base.is_null() {
+        return base;
+    }
+    let tag = current();
+    // SAFETY: per the contract, base + h - 8 is inside the block and 8-aligned, and h is
+    // within it.
+    unsafe {
+        base.add(h - 8).cast::<u64>().write(u64::from(tag));
+        LIVE[usize::from(tag)].fetch_add(size as i64, Ordering::Relaxed);
+        base.add(h)
+    }
+}
+
 fn current() -> u16 {
     // `try_with`: during thread teardown the slot may be gone; charge untagged then.
     CURRENT.try_with(|c| c.get()).unwrap_or(0)
@@ -136,39 +163,15 @@ fn current() -> u16 {
 // allocator passes it a layout and pointer it issued.
 unsafe impl<A: GlobalAlloc> GlobalAlloc for TaggedAlloc<A> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let h = header(layout.align());
-        let Ok(outer) = Layout::from_size_align(layout.size() + h, layout.align()) else {
-            return std::ptr::null_mut();
-        };
-        // SAFETY: outer has a non-zero size (h >= 8).
-        let base = unsafe { self.0.alloc(outer) };
-        if base.is_null() {
-            return base;
-        }
-        let tag = current();
-        // SAFETY: see the impl comment; base + h - 8 is inside the block and 8-aligned.
-        unsafe { base.add(h - 8).cast::<u64>().write(u64::from(tag)) };
-        LIVE[usize::from(tag)].fetch_add(layout.size() as i64, Ordering::Relaxed);
-        // SAFETY: h < outer.size().
-        unsafe { base.add(h) }
+        let Some((outer, h)) = outer(layout) else { return std::ptr::null_mut() };
+        // SAFETY: outer has a non-zero size (h >= 8); tag_block gets what the inner returned.
+        unsafe { tag_block(self.0.alloc(outer), h, layout.size()) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let h = header(layout.align());
-        let Ok(outer) = Layout::from_size_align(layout.size() + h, layout.align()) else {
-            return std::ptr::null_mut();
-        };
-        // SAFETY: non-zero size, as in alloc.
-        let base = unsafe { self.0.alloc_zeroed(outer) };
-        if base.is_null() {
-            return base;
-        }
-        let tag = current();
+        let Some((outer, h)) = outer(layout) else { return std::ptr::null_mut() };
         // SAFETY: as in alloc.
-        unsafe { base.add(h - 8).cast::<u64>().write(u64::from(tag)) };
-        LIVE[usize::from(tag)].fetch_add(layout.size() as i64, Ordering::Relaxed);
-        // SAFETY: as in alloc.
-        unsafe { base.add(h) }
+        unsafe { tag_block(self.0.alloc_zeroed(outer), h, layout.size()) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
