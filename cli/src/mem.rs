@@ -81,23 +81,8 @@ pub fn run(cli: &Cli, args: &MemArgs, out: &mut dyn Write, color: bool) -> anyho
     let settings = Settings::resolve(cli)?;
     let conn = dispatch_collector::schema::open_read_only(&settings.db)
         .with_context(|| format!("opening {}", settings.db.display()))?;
-    let boots = query::boots(&conn).context("reading boots")?;
-    let selected: Vec<&query::Boot> = match args.boot.as_str() {
-        "all" => boots.iter().collect(),
-        "latest" => boots.iter().max_by_key(|b| (b.last_ts_ms, b.boot_no)).into_iter().collect(),
-        prefix => {
-            let m: Vec<_> = boots.iter().filter(|b| b.boot.starts_with(prefix)).collect();
-            match m.len() {
-                0 => bail!("--boot {prefix}: no such boot in {}", settings.db.display()),
-                1 => m,
-                n => bail!("--boot {prefix}: {n} boots start with it; give more of the id"),
-            }
-        }
-    };
-    let mut reports = Vec::new();
-    for boot in selected {
-        reports.push(analyze_boot(&conn, boot, args)?);
-    }
+    let reports = reports(&conn, &args.boot, args.since)
+        .with_context(|| format!("analysing {}", settings.db.display()))?;
     if cli.json {
         let doc = match (args.boot.as_str(), reports.as_slice()) {
             ("all", _) => {
@@ -140,6 +125,28 @@ pub fn run(cli: &Cli, args: &MemArgs, out: &mut dyn Write, color: bool) -> anyho
     Ok(if settings.skipped_input { Outcome::SkippedInput } else { Outcome::Clean })
 }
 
+/// Analyses the boots `boot` selects (`latest`, `all`, or an id prefix) over the window
+/// `since` ending at each boot's newest record.
+///
+/// # Errors
+/// The database cannot be read, or the boot is unknown or ambiguous.
+pub fn reports(conn: &Connection, boot: &str, since: Since) -> anyhow::Result<Vec<Report>> {
+    let boots = query::boots(conn).context("reading boots")?;
+    let selected: Vec<&query::Boot> = match boot {
+        "all" => boots.iter().collect(),
+        "latest" => boots.iter().max_by_key(|b| (b.last_ts_ms, b.boot_no)).into_iter().collect(),
+        prefix => {
+            let m: Vec<_> = boots.iter().filter(|b| b.boot.starts_with(prefix)).collect();
+            match m.len() {
+                0 => bail!("--boot {prefix}: no such boot"),
+                1 => m,
+                n => bail!("--boot {prefix}: {n} boots start with it; give more of the id"),
+            }
+        }
+    };
+    selected.into_iter().map(|b| analyze_boot(conn, b, since)).collect()
+}
+
 /// One boot's analysis with what it was computed from.
 pub struct Report {
     /// The boot.
@@ -171,10 +178,10 @@ impl Report {
     }
 }
 
-fn analyze_boot(conn: &Connection, boot: &query::Boot, args: &MemArgs) -> anyhow::Result<Report> {
+fn analyze_boot(conn: &Connection, boot: &query::Boot, since: Since) -> anyhow::Result<Report> {
     // Anchored at the boot's newest record, not the wall clock: post-mortems run days later.
     let newest = boot.last_ts_ms.unwrap_or(0);
-    let range = match args.since {
+    let range = match since {
         Since::All => {
             TimeRange { from_ms: boot.first_ts_ms.unwrap_or(i64::MIN), to_ms: newest + 1 }
         }
