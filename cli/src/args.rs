@@ -65,6 +65,49 @@ pub enum Command {
     /// Journal tools.
     #[command(subcommand)]
     Journal(JournalCommand),
+    /// jemalloc heap profiles of a running server: start, dump, diff.
+    #[command(subcommand)]
+    Heap(HeapCommand),
+}
+
+/// Where the server's admin API is.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct AdminArgs {
+    /// The server's address.
+    #[arg(long, env = "DISPATCH_ADDR", default_value = "127.0.0.1:24991")]
+    pub addr: String,
+    /// The admin token the server was started with.
+    #[arg(long, env = "DISPATCH_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: String,
+}
+
+/// `dispatchctl heap ...`.
+#[derive(Debug, Subcommand)]
+pub enum HeapCommand {
+    /// Switch heap-profile sampling on (jemalloc `prof.active`).
+    Start(AdminArgs),
+    /// Switch it off.
+    Stop(AdminArgs),
+    /// Fetch a heap profile (jemalloc heap_v2 text with the process's mappings) into a file.
+    Dump {
+        /// Admin API.
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// File to write (default `heap-<unix ms>.prof`).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Rank the allocation sites whose live bytes grew from the first dump to the second.
+    Diff {
+        /// The earlier dump.
+        before: PathBuf,
+        /// The later dump.
+        after: PathBuf,
+        /// Sites to show.
+        #[arg(long, default_value_t = 15)]
+        top: usize,
+    },
 }
 
 /// `dispatchctl mem`.

@@ -2,6 +2,7 @@
 //!
 //! - `dispatchctl mem`: is memory growth a leak or the working set of active conversations,
 //!   and which conversations hold it ([`analysis`]).
+//! - `dispatchctl heap start|dump|diff`: jemalloc heap profiles of a running server ([`heap`]).
 //! - `dispatchctl journal synth`: synthetic journals with a known verdict ([`synth`]).
 //!
 //! The crate links neither the journal writer nor jemalloc (CI checks it): it reads.
@@ -9,6 +10,7 @@
 pub mod analysis;
 pub mod args;
 pub mod chart;
+pub mod heap;
 pub mod mem;
 pub mod output;
 pub mod stats;

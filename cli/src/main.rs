@@ -4,10 +4,12 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::Parser as _;
-use dispatch_cli::args::{Cli, Command, JournalCommand};
+use dispatch_cli::args::{Cli, Command, HeapCommand, JournalCommand};
+use dispatch_cli::output::bytes;
 use dispatch_cli::output::{Outcome, use_color};
-use dispatch_cli::{mem, synth};
+use dispatch_cli::{heap, mem, synth};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -27,6 +29,7 @@ fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let color = use_color(cli.color);
     match &cli.command {
         Command::Mem(args) => mem::run(cli, args, out, color),
+        Command::Heap(cmd) => run_heap(cli, cmd, out),
         Command::Journal(JournalCommand::Synth(args)) => {
             let mut opts = synth::SynthOptions::new(args.scenario);
             opts.hours = args.hours;
@@ -52,6 +55,70 @@ fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             Ok(Outcome::Clean)
         }
     }
+}
+
+fn run_heap(cli: &Cli, cmd: &HeapCommand, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    let admin = |a: &dispatch_cli::args::AdminArgs| heap::Admin {
+        addr: a.addr.clone(),
+        token: a.token.clone(),
+    };
+    match cmd {
+        HeapCommand::Start(a) | HeapCommand::Stop(a) => {
+            let what = if matches!(cmd, HeapCommand::Start(_)) { "start" } else { "stop" };
+            admin(a).ok("POST", &format!("/admin/heap/{what}"))?;
+            writeln!(out, "heap profiling {}", if what == "start" { "on" } else { "off" })?;
+        }
+        HeapCommand::Dump { admin: a, out: file } => {
+            let body = admin(a).ok("GET", "/debug/pprof/heap")?;
+            heap::parse(&String::from_utf8_lossy(&body))
+                .context("the server's profile does not parse")?;
+            let path = file.clone().unwrap_or_else(heap::default_dump_path);
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .and_then(|mut f| f.write_all(&body))
+                .with_context(|| format!("writing {}", path.display()))?;
+            writeln!(out, "{} ({} bytes)", path.display(), body.len())?;
+        }
+        HeapCommand::Diff { before, after, top } => {
+            let read = |p: &std::path::Path| -> anyhow::Result<heap::Profile> {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?;
+                heap::parse(&text).with_context(|| format!("{}", p.display()))
+            };
+            let (a, b) = (read(before)?, read(after)?);
+            let rows = heap::diff(&a, &b, *top, &heap::addr2line);
+            if cli.json {
+                serde_json::to_writer_pretty(
+                    &mut *out,
+                    &serde_json::json!({"v": 1, "kind": "heap.diff", "sites": rows}),
+                )?;
+                writeln!(out)?;
+            } else {
+                writeln!(out, "{:>12} {:>12} {:>12}  site (callers)", "growth", "before", "after")?;
+                for r in rows {
+                    writeln!(
+                        out,
+                        "{:>12} {:>12} {:>12}  {}{}",
+                        bytes(r.delta_bytes),
+                        bytes(r.before_bytes),
+                        bytes(r.after_bytes),
+                        r.site,
+                        if r.stack.is_empty() {
+                            String::new()
+                        } else {
+                            format!("  <- {}", r.stack.join(" <- "))
+                        }
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(Outcome::Clean)
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
