@@ -5,6 +5,8 @@
 //! the conversation whose turn was in flight. A restart on the same var directory seals that
 //! turn.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::os::unix::process::ExitStatusExt;
@@ -66,6 +68,10 @@ async fn a_segfault_leaves_a_minidump_crash_and_exit_records_and_a_sealed_turn()
     let threads: minidump::MinidumpThreadList<'_> = md.get_stream().unwrap();
     let tid = exc.get_crashing_thread_id();
     assert!(threads.get_thread(tid).is_some(), "the crashing thread's stack is in the dump");
+    assert!(
+        inject_segfault_is_on_the_crashing_stack(&md, &exc, &threads, &modules),
+        "inject_segfault is the crashing frame or a return address on the crashing stack"
+    );
 
     // `crash` then `exit`, last, under the child's boot.
     let records = read_journal(&journal);
@@ -105,6 +111,54 @@ async fn a_segfault_leaves_a_minidump_crash_and_exit_records_and_a_sealed_turn()
     assert!(sealed.is_some_and(|e| e["boot"] != boot.as_str()), "sealed by the next boot");
 }
 
+/// Whether the crashing instruction, or a return address on the crashing thread's stack, lies
+/// in `inject_segfault` (its range read from the binary's symbol table with `nm`, relocated by
+/// the module's load address in the dump). A stack scan, as a stack walker's last resort: in a
+/// debug build the faulting store is in `core::ptr::write_volatile`, called by
+/// `inject_segfault`; in a release build it is inlined into it.
+fn inject_segfault_is_on_the_crashing_stack<T: std::ops::Deref<Target = [u8]>>(
+    md: &minidump::Minidump<'_, T>,
+    exc: &minidump::MinidumpException<'_>,
+    threads: &minidump::MinidumpThreadList<'_>,
+    modules: &minidump::MinidumpModuleList,
+) -> bool {
+    use minidump::Module as _;
+    let exe = env!("CARGO_BIN_EXE_dispatch-server");
+    let nm = std::process::Command::new("nm")
+        .args(["-S", "--defined-only", exe])
+        .output()
+        .expect("this test reads the symbol table with nm (binutils)");
+    let symbols = String::from_utf8_lossy(&nm.stdout);
+    let (start, size) = symbols
+        .lines()
+        .find(|l| l.contains("inject_segfault"))
+        .and_then(|l| {
+            let mut f = l.split_whitespace();
+            let start = u64::from_str_radix(f.next()?, 16).ok()?;
+            let size = u64::from_str_radix(f.next()?, 16).ok()?;
+            Some((start, size))
+        })
+        .expect("inject_segfault in the symbol table");
+    let base = modules.iter().find(|m| m.name.ends_with("dispatch-server")).unwrap().base_address();
+    let range = base + start..base + start + size;
+    let sys: minidump::MinidumpSystemInfo = md.get_stream().unwrap();
+    let misc: Option<minidump::MinidumpMiscInfo> = md.get_stream().ok();
+    let ctx = exc.context(&sys, misc.as_ref()).expect("the exception's CPU context");
+    if range.contains(&ctx.get_instruction_pointer()) {
+        return true;
+    }
+    let sp = ctx.get_stack_pointer();
+    let memory = md.get_memory().unwrap_or_default();
+    let thread = threads.get_thread(exc.get_crashing_thread_id()).unwrap();
+    let stack = thread.stack_memory(&memory).expect("the crashing thread's stack memory");
+    let bytes = stack.bytes();
+    let from = usize::try_from(sp.saturating_sub(stack.base_address())).unwrap();
+    bytes[from.min(bytes.len())..]
+        .chunks_exact(8)
+        .take(4096)
+        .any(|w| range.contains(&u64::from_le_bytes(w.try_into().unwrap())))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_says_whether_the_crash_monitor_is_attached() {
     let var = tempfile::tempdir().unwrap();
@@ -128,4 +182,43 @@ async fn health_says_whether_the_crash_monitor_is_attached() {
     let records = read_journal(&server.journal_dir());
     let start = of_kind(&records, "process.start")[0].clone();
     assert_eq!(start["config"]["crash_monitor"], "detached", "{start}");
+}
+
+/// Every crashing fault through the real monitor: the started process dies of the fault's
+/// signal, and the minidump says the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_crashing_fault_leaves_a_dump_with_its_signal() {
+    for (fault, signo, name) in [
+        ("abort", libc::SIGABRT, "SIGABRT"),
+        ("stack-overflow", libc::SIGSEGV, "SIGSEGV"),
+        ("sigbus", libc::SIGBUS, "SIGBUS"),
+        ("sigill", libc::SIGILL, "SIGILL"),
+    ] {
+        let var = tempfile::tempdir().unwrap();
+        let mut server = ServerProcess::start(var.path(), &["--admin-token", TOKEN]);
+        let (_, health) = server.client().json("GET", "/health", None).await;
+        let boot = health["boot"].as_str().unwrap().to_owned();
+        let auth = format!("Bearer {TOKEN}");
+        let path = format!("/admin/fault/{fault}");
+        let (status, _) =
+            server.client().raw("POST", &path, &[("authorization", &auth)], Vec::new()).await;
+        assert_eq!(status, 202, "{fault}");
+        let status = server.child.wait().unwrap();
+        assert_eq!(status.signal(), Some(signo), "{fault}: {status:?}");
+        let dumps: Vec<PathBuf> = std::fs::read_dir(var.path().join("crashes"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "dmp"))
+            .collect();
+        assert_eq!(dumps.len(), 1, "{fault}: {dumps:?}");
+        let md = minidump::Minidump::read_path(&dumps[0]).unwrap();
+        let exc: minidump::MinidumpException<'_> = md.get_stream().unwrap();
+        assert_eq!(exc.raw.exception_record.exception_code as i32, signo, "{fault}");
+        let records = read_journal(&server.journal_dir());
+        let ours: Vec<_> = records.iter().filter(|r| r["boot"] == boot.as_str()).collect();
+        let (crash, exit) = (ours[ours.len() - 2], ours[ours.len() - 1]);
+        assert_eq!((&crash["kind"], &crash["signal"]), (&"crash".into(), &name.into()), "{crash}");
+        assert_eq!(crash["thread_name"], "dispatch-fault", "{fault}: {crash}");
+        assert_eq!((&exit["kind"], &exit["signal"]), (&"exit".into(), &name.into()), "{exit}");
+    }
 }
