@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 use dispatch_collector::{Collector, CollectorError};
 
+/// SQLite page cache of the embedded collector's connection, KiB (8 MiB).
+pub const EMBEDDED_CACHE_KIB: i64 = 8 * 1024;
+
 /// What the embedded collector is doing, for `/health`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum CollectorState {
@@ -79,6 +82,14 @@ impl EmbeddedCollector {
     /// ([`CollectorError::Locked`]), or the thread cannot be started.
     pub fn start(journal_dir: &Path, db: &Path) -> Result<EmbeddedCollector, CollectorError> {
         let mut collector = Collector::builder(journal_dir, db).open()?;
+        // The standalone collector's 64 MiB page cache is sized for bulk drains; embedded, it
+        // would count as the server's own memory in every sample. A server writes a few lines
+        // a second: a small cache is plenty.
+        if let Err(e) =
+            collector.connection().pragma_update(None, "cache_size", -EMBEDDED_CACHE_KIB)
+        {
+            eprintln!("dispatch-server: embedded collector: setting cache_size: {e}");
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let status = CollectorStatus::new(CollectorState::Running);
         let (flag, shared) = (stop.clone(), status.clone());

@@ -133,7 +133,8 @@ pub struct Config {
     #[arg(long, default_value_t = false)]
     pub no_crash_monitor: bool,
     /// Enables the admin API (`/admin/fault/*`, heap profiles) for callers that send
-    /// `Authorization: Bearer <token>`. Off when unset. Never logged or journaled.
+    /// `Authorization: Bearer <token>`. Off when unset. Never logged or journaled. Prefer the
+    /// environment variable: a flag is visible to every user in `ps`.
     #[arg(long, env = "DISPATCH_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Directory for full tool output beyond the history bound [default: <var dir>/tool-output].

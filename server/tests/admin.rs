@@ -216,3 +216,45 @@ async fn heap_profiles_are_switched_on_dumped_and_journaled() {
     assert_eq!(status, 200, "{out}");
     assert_eq!(out["prof_active"], false);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_from_the_environment_works_and_tools_never_see_it() {
+    let var = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_with_env(var.path(), &[], &[("DISPATCH_ADMIN_TOKEN", TOKEN)]);
+    let http = server.client();
+    let (status, body) = admin(&http, "POST", "/admin/fault/nope", Some(TOKEN), None).await;
+    assert_eq!(status, 404, "the admin API is on: {body}");
+    assert_eq!(body["error"]["code"], "fault_not_found");
+    // A tool's output lands in history: it must not carry the token or the monitor's handshake.
+    let c = http.create_conversation().await;
+    let summary = turn(&http, &c, "tool:sh env").await;
+    assert_eq!(summary["outcome"], "ok", "{summary}");
+    let (_, conv) = http.json("GET", &format!("/v1/conversations/{c}"), None).await;
+    let tool = conv["messages"].as_array().unwrap().iter().find(|m| m["role"] == "tool").unwrap();
+    let env = tool["content"].as_str().unwrap();
+    assert!(env.contains("PATH="), "the tool ran env: {env}");
+    for withheld in [TOKEN, "DISPATCH_ADMIN_TOKEN", "DISPATCH_CRASH_BOOT", "DISPATCH_CRASH_SOCKET"]
+    {
+        assert!(!env.contains(withheld), "{withheld} leaked to a tool: {env}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_backtraces_a_panic_is_still_journaled_once() {
+    let var = tempfile::tempdir().unwrap();
+    let server =
+        ServerProcess::start(var.path(), &["--admin-token", TOKEN, "--panic-backtrace=false"]);
+    let http = server.client();
+    let (status, body) = admin(&http, "POST", "/admin/fault/panic-thread", Some(TOKEN), None).await;
+    assert_eq!(status, 200, "{body}");
+    let panics = wait_for("the panic record", || {
+        let r = read_journal(&server.journal_dir());
+        let p: Vec<Value> = of_kind(&r, "panic").into_iter().cloned().collect();
+        (!p.is_empty()).then_some(p)
+    });
+    assert_eq!(panics.len(), 1, "{panics:?}");
+    assert_eq!(panics[0]["thread"], "dispatch-fault-panic");
+    assert!(panics[0]["backtrace"].is_null(), "{}", panics[0]);
+    assert!(panics[0]["location"].as_str().unwrap().contains("admin.rs"), "{}", panics[0]);
+    assert!(panics[0]["active_conversations"].is_array(), "{}", panics[0]);
+}

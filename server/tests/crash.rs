@@ -222,3 +222,20 @@ async fn each_crashing_fault_leaves_a_dump_with_its_signal() {
         assert_eq!((&exit["kind"], &exit["signal"]), (&"exit".into(), &name.into()), "{exit}");
     }
 }
+
+/// A monitor killed on its own (no service manager to clean up) does not leave the server
+/// running unsupervised: the server gets SIGTERM (PR_SET_PDEATHSIG) and stops gracefully.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_stops_when_its_monitor_is_killed() {
+    let var = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(var.path(), &[]);
+    let (_, health) = server.client().json("GET", "/health", None).await;
+    let boot = health["boot"].as_str().unwrap().to_owned();
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let stop = wait_for("the orphaned server's process.stop", || {
+        let r = read_journal(&server.journal_dir());
+        of_kind(&r, "process.stop").into_iter().find(|s| s["boot"] == boot.as_str()).cloned()
+    });
+    assert_eq!(stop["reason"], "signal:SIGTERM", "{stop}");
+}

@@ -61,6 +61,11 @@ impl ServerProcess {
     /// Starts the binary with `--addr 127.0.0.1:0` in `var`, `DISPATCH_*` removed from its
     /// environment, plus `args`; waits for its address file.
     pub fn start(var: &Path, args: &[&str]) -> ServerProcess {
+        ServerProcess::start_with_env(var, args, &[])
+    }
+
+    /// [`ServerProcess::start`] with extra environment variables.
+    pub fn start_with_env(var: &Path, args: &[&str], envs: &[(&str, &str)]) -> ServerProcess {
         let addr_file = var.join("addr");
         let _ = std::fs::remove_file(&addr_file);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_dispatch-server"));
@@ -69,6 +74,7 @@ impl ServerProcess {
                 cmd.env_remove(k);
             }
         }
+        cmd.envs(envs.iter().copied());
         cmd.current_dir(var)
             .arg("--addr")
             .arg("127.0.0.1:0")
