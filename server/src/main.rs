@@ -71,9 +71,11 @@ fn main() -> std::process::ExitCode {
 
 fn run(settings: Settings, supervised: Supervised) -> anyhow::Result<()> {
     let crash_monitor = CrashMonitorStatus::of(&supervised);
-    if supervised.is_monitored() {
+    if std::env::var_os(dispatch_telemetry::crash::ENV_MONITOR_PID).is_some() {
+        // We are the monitor's child (attached or not): stop when it goes.
         die_with_monitor();
-    } else {
+    }
+    if !supervised.is_monitored() {
         eprintln!(
             "dispatch-server: WARNING: crash monitor detached ({}): a crash leaves no minidump",
             crash_monitor.note.as_deref().unwrap_or("no reason given")
