@@ -49,6 +49,26 @@ pub struct TurnCounters {
     pub output_bytes: AtomicU64,
     /// Tokens of model output streamed so far.
     pub tokens: AtomicU64,
+    /// This thread's allocated counter when the current poll began ([`Measured`]).
+    pub poll_alloc_start: AtomicU64,
+    /// This thread's deallocated counter when the current poll began.
+    pub poll_freed_start: AtomicU64,
+}
+
+impl TurnCounters {
+    /// (allocated, freed) by the turn so far, the poll in progress included: call it from
+    /// inside the turn's task (on the polling thread). The sums in `alloc_bytes`/`freed_bytes`
+    /// only cover finished polls, and a short turn can run whole in its last poll. `None`
+    /// without jemalloc's thread counters.
+    pub fn totals_now(&self) -> Option<(u64, u64)> {
+        let (a, f) = dispatch_telemetry::memory::thread_allocated_bytes()?;
+        let running_alloc = a.saturating_sub(self.poll_alloc_start.load(Ordering::Relaxed));
+        let running_freed = f.saturating_sub(self.poll_freed_start.load(Ordering::Relaxed));
+        Some((
+            self.alloc_bytes.load(Ordering::Relaxed) + running_alloc,
+            self.freed_bytes.load(Ordering::Relaxed) + running_freed,
+        ))
+    }
 }
 
 /// A turn running or queued.
@@ -262,6 +282,10 @@ impl<F: Future> Future for Measured<F> {
         }
         let _restore = Restore(set_current_turn(this.turn.clone()));
         let before = dispatch_telemetry::memory::thread_allocated_bytes();
+        if let Some((a0, f0)) = before {
+            this.counters.poll_alloc_start.store(a0, Ordering::Relaxed);
+            this.counters.poll_freed_start.store(f0, Ordering::Relaxed);
+        }
         let out = this.inner.as_mut().poll(cx);
         if let (Some((a0, f0)), Some((a1, f1))) =
             (before, dispatch_telemetry::memory::thread_allocated_bytes())

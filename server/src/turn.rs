@@ -398,7 +398,8 @@ async fn run_turn(
         .tokens
         .fetch_add(counters.tokens.load(Ordering::Relaxed), Ordering::Relaxed);
     let duration_ms = started.elapsed().as_millis() as u64;
-    let measured = dispatch_telemetry::memory::thread_allocated_bytes().is_some();
+    // Absent (not 0) when the build has no jemalloc thread counters.
+    let allocation = counters.totals_now();
     state.journal.emit(Record::TurnEnd(TurnEnd {
         conversation: Some(t.conversation.clone()),
         turn: Some(t.turn.clone()),
@@ -408,9 +409,8 @@ async fn run_turn(
         tool_calls: Some(progress.tool_calls),
         output_bytes: Some(output_bytes),
         tool_output_truncated: Some(progress.truncated),
-        // Absent (not 0) when the build has no jemalloc thread counters.
-        alloc_bytes: measured.then(|| counters.alloc_bytes.load(Ordering::Relaxed)),
-        freed_bytes: measured.then(|| counters.freed_bytes.load(Ordering::Relaxed)),
+        alloc_bytes: allocation.map(|(alloc, _)| alloc),
+        freed_bytes: allocation.map(|(_, freed)| freed),
         error: error.clone(),
     }));
     let _ = done.send(TurnSummary {
