@@ -84,6 +84,8 @@ impl ProviderKind {
 #[derive(Debug, Clone, Parser)]
 #[command(name = "dispatch-server", version, about = "The Dispatch agent server")]
 #[deny(missing_docs)]
+// The field docs are clap's `--help` text, where `<var dir>` reads as a placeholder, not HTML.
+#[allow(rustdoc::invalid_html_tags)]
 pub struct Config {
     /// Address to listen on (port 0 picks a free port; see --addr-file).
     #[arg(long, env = "DISPATCH_ADDR", default_value = DEFAULT_ADDR)]
