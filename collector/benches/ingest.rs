@@ -88,6 +88,7 @@ fn main() {
     let mut last_db = PathBuf::new();
     for run in 0..runs {
         let db = root.path().join(format!("traces-{run}.db"));
+        settle();
         let t = Instant::now();
         let mut c = Collector::builder(&journal, &db).retention(None).open().unwrap();
         let opened = t.elapsed().as_secs_f64();
@@ -127,6 +128,13 @@ fn main() {
     if std::env::var("BENCH_SKIP_QUERY").is_err() {
         hourly_query(root.path());
     }
+}
+
+/// Flushes dirty pages to disk (`sync(1)`), so one run's writeback (the generated journal, the
+/// previous run's database) does not land in the next run's fsyncs. Every measured run,
+/// collector or anchor, starts after one.
+fn settle() {
+    let _ = Command::new("sync").status();
 }
 
 /// The 1-minute load average, so a run taken while other builds used the cores shows it.
@@ -225,6 +233,7 @@ fn anchors(
     let mut rates = Vec::new();
     for run in 0..runs {
         let db = root.join(format!("anchor-{run}.db"));
+        settle();
         let t = Instant::now();
         let out = Command::new("/usr/bin/sqlite3")
             .arg(&db)
@@ -263,6 +272,7 @@ fn anchors(
             }
             drop(f);
             let db = root.join("sqlite-utils.db");
+            settle();
             let t = Instant::now();
             let out = Command::new("sqlite-utils")
                 .arg("insert")
@@ -319,6 +329,7 @@ fn hourly_query(root: &Path) {
         }
     }
     let db = root.join("month.db");
+    settle();
     let s = Collector::builder(&dir, &db).retention(None).open().unwrap().drain_once().unwrap();
     println!(
         "30-day journal: {} lines drained in {:.2} s (generated + drained in {:.1} s)",
