@@ -1,7 +1,8 @@
 //! `dispatch-collector`: drain the journal into the traces database (one-shot or `--follow`),
 //! or print what the database holds (`--status`).
 //!
-//! Exit codes: 0 success; 1 finished but skipped bad input (each skip is listed on stderr);
+//! Exit codes: 0 success (and `--follow` stopped by SIGTERM or SIGINT); 1 a one-shot drain
+//! finished but skipped bad input (each skip is listed on stderr, `path:line: code: reason`);
 //! 2 failure (including another collector holding the database).
 
 use std::io::{IsTerminal, Write};
@@ -89,13 +90,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         s
     }
     .with_context(|| format!("draining {} into {}", journal.display(), cli.db.display()))?;
-    report(&cli, &summary)?;
-    Ok(if summary.skipped_input() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    report(&cli, &journal, &summary)?;
+    // A follower stopped by SIGTERM did its job: skipped lines are listed, not a failure.
+    Ok(if summary.skipped_input() && !cli.follow { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-fn report(cli: &Cli, s: &Summary) -> anyhow::Result<()> {
+fn report(cli: &Cli, journal: &std::path::Path, s: &Summary) -> anyhow::Result<()> {
     for issue in &s.issues {
-        eprintln!("dispatch-collector: skipped {issue}");
+        // `path:line: code: reason (byte offset)`, the path inside the journal directory.
+        eprintln!("dispatch-collector: skipped {}/{issue}", journal.display());
     }
     let listed = s.issues.len() as u64;
     if s.quarantined + s.truncated_segments > listed {

@@ -390,7 +390,10 @@ fn the_binary_exits_1_and_lists_skipped_lines() {
     let out = bin().arg("--journal").arg(&j).arg("--db").arg(&db).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("{}:101: journal_line_not_object", seg(1))), "{err}");
+    assert!(
+        err.contains(&format!("{}/{}:101: journal_line_not_object", j.display(), seg(1))),
+        "{err}"
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("101 lines, 100 records, 1 quarantined"), "{text}");
 }
