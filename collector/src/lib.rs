@@ -22,6 +22,17 @@
 //! - A closed segment (a later one exists) whose every byte is committed gets its
 //!   `<segment file>.drained` marker, which the writer's retention waits for.
 //!
+//! # Threads
+//!
+//! A drain runs three threads: a reader (`dispatch-collector-reader`: lists the directory,
+//! reads each segment from its checkpoint, decodes lines and builds rows), the writer (the
+//! calling thread: one SQLite transaction per batch of at most
+//! [`Collector::DEFAULT_BATCH_LINES`] lines or [`Collector::DEFAULT_BATCH_INTERVAL`]), and a
+//! checkpoint thread with its own connection, so the writer never stops for a WAL checkpoint.
+//! The reader hands batches over a bounded channel ([`Collector::DEFAULT_CHANNEL_BATCHES`]);
+//! committed batches go back to it to be freed and reused. docs/BENCHMARKS.md ("Collector")
+//! has the measurements behind these choices.
+//!
 //! # Example
 //!
 //! ```

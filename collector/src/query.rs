@@ -65,7 +65,8 @@ pub struct Boot {
     pub first_ts_ms: Option<i64>,
     /// Time of its last record stored.
     pub last_ts_ms: Option<i64>,
-    /// Records stored (segment headers and unknown kinds included).
+    /// Records stored at ingest (segment headers and unknown kinds included; retention does
+    /// not lower it).
     pub records: i64,
     /// Highest `seq` stored.
     pub last_seq: Option<i64>,
