@@ -489,12 +489,28 @@ pub(crate) fn commit(
 /// within the batch; returns how many were removed.
 fn drop_stored_keys(tx: &Transaction<'_>, batch: &mut Batch) -> rusqlite::Result<u64> {
     // Key range per boot over the whole batch.
+    // Rows of a table come in key order, mostly of one boot: fold runs before the map.
     let mut ranges: HashMap<i64, (i64, i64)> = HashMap::new();
     for rows in &batch.rows {
+        let mut run: Option<(i64, i64, i64)> = None; // (boot_no, lo, hi)
         for r in rows {
-            let e = ranges.entry(r.id >> SEQ_BITS).or_insert((r.id, r.id));
-            e.0 = e.0.min(r.id);
-            e.1 = e.1.max(r.id);
+            let b = r.id >> SEQ_BITS;
+            match &mut run {
+                Some((rb, lo, hi)) if *rb == b => {
+                    *lo = (*lo).min(r.id);
+                    *hi = (*hi).max(r.id);
+                }
+                _ => {
+                    if let Some((rb, lo, hi)) = run.replace((b, r.id, r.id)) {
+                        let e = ranges.entry(rb).or_insert((lo, hi));
+                        *e = (e.0.min(lo), e.1.max(hi));
+                    }
+                }
+            }
+        }
+        if let Some((rb, lo, hi)) = run {
+            let e = ranges.entry(rb).or_insert((lo, hi));
+            *e = (e.0.min(lo), e.1.max(hi));
         }
     }
     let mut stored: HashSet<i64> = HashSet::new();
