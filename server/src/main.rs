@@ -71,10 +71,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(settings: Settings, supervised: Supervised) -> anyhow::Result<()> {
     let crash_monitor = CrashMonitorStatus::of(&supervised);
-    if std::env::var_os(dispatch_telemetry::crash::ENV_MONITOR_PID).is_some() {
-        // We are the monitor's child (attached or not): stop when it goes.
-        die_with_monitor();
-    }
+    // Under the monitor, `CrashBuilder::start` already asked for SIGTERM when it goes.
     if !supervised.is_monitored() {
         eprintln!(
             "dispatch-server: WARNING: crash monitor detached ({}): a crash leaves no minidump",
@@ -210,30 +207,4 @@ fn run(settings: Settings, supervised: Supervised) -> anyhow::Result<()> {
     }
     eprintln!("dispatch-server: stopped ({}, {} turns sealed)", stop.reason, stop.turns_sealed);
     Ok(())
-}
-
-/// Asks the kernel for SIGTERM when the monitor (our parent) dies, so a monitor killed on its
-/// own (`kill -9` of the main pid outside systemd) does not leave the server running
-/// unsupervised: it stops gracefully instead, sealing its turns.
-#[allow(unsafe_code)]
-fn die_with_monitor() {
-    let monitor = std::env::var(dispatch_telemetry::crash::ENV_MONITOR_PID)
-        .ok()
-        .and_then(|p| p.parse::<libc::pid_t>().ok());
-    // SAFETY: prctl(PR_SET_PDEATHSIG, signal) only sets an attribute of this process; the
-    // argument is a valid signal number.
-    let set = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) };
-    // SAFETY: getppid has no preconditions.
-    let parent = unsafe { libc::getppid() };
-    if set != 0 {
-        eprintln!(
-            "dispatch-server: WARNING: PR_SET_PDEATHSIG failed; the server outlives a killed monitor"
-        );
-    } else if monitor.is_some_and(|m| m != parent) {
-        // The monitor died before the request took effect: stop now, as it would have asked.
-        eprintln!("dispatch-server: the crash monitor is already gone; stopping");
-        // SAFETY: raise(SIGTERM) on ourselves; the tokio handler is not installed yet, so this
-        // ends the process with the default action, as a SIGTERM from the monitor would.
-        unsafe { libc::raise(libc::SIGTERM) };
-    }
 }

@@ -8,12 +8,11 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Once, OnceLock, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, Once, TryLockError};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use dispatch_journal::Record;
-use dispatch_journal::record::{ConversationMemory, Limits, Load, Panic, ProcessStart};
+use dispatch_journal::record::{ConversationMemory, Limits, Load, ProcessStart};
 use dispatch_telemetry::crash::{PanicContext, TurnContext, set_current_turn};
 use dispatch_telemetry::journal::Journal;
 use dispatch_telemetry::memory::LoadSource;
@@ -321,12 +320,11 @@ pub type OnFatalPanic = Box<dyn Fn() + Send + Sync>;
 /// hook remembers the location and thread for the turn boundary that catches the unwind, then
 /// the previous hook prints the message to stderr.
 ///
-/// With `backtrace` the journaling hook is `dispatch_telemetry::crash::install_panic_hook`,
-/// which always resolves a backtrace. Resolving one makes std load and keep the binary's
-/// debug info: measured on the release build, RSS went from 9.5 MB to 91 MB (+55 MB
-/// anonymous) at the first panic and stayed there, not growing with later panics. That hook
-/// has no switch for it, so `DISPATCH_PANIC_BACKTRACE=false` installs this crate's
-/// [`install_panic_record_hook`] instead: the same record without the backtrace.
+/// The journaling hook is `dispatch_telemetry::crash::install_panic_hook`. `backtrace`
+/// switches its backtraces: resolving one makes std load and keep the binary's debug info
+/// (measured on the release build: RSS went from 9.5 MB to 91 MB, +55 MB anonymous, at the
+/// first panic and stayed there, not growing with later panics), so
+/// `DISPATCH_PANIC_BACKTRACE=false` keeps the records and drops the backtraces.
 pub fn install_panic_hooks(journal: Journal, backtrace: bool, on_fatal: Option<OnFatalPanic>) {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -341,62 +339,19 @@ pub fn install_panic_hooks(journal: Journal, backtrace: bool, on_fatal: Option<O
             LAST_PANIC.with(|p| *p.borrow_mut() = Some(captured));
             previous(info);
         }));
-        if backtrace {
-            dispatch_telemetry::crash::install_panic_hook(journal, on_fatal);
-        } else {
-            install_panic_record_hook(journal, on_fatal);
-        }
+        dispatch_telemetry::crash::set_panic_backtraces(backtrace);
+        dispatch_telemetry::crash::install_panic_hook(journal, on_fatal);
     });
 }
 
-/// The journaling panic hook without a backtrace: `dispatch_telemetry::crash::install_panic_hook`
-/// minus the backtrace (see [`install_panic_hooks`]), chained to the hook installed before.
-pub fn install_panic_record_hook(journal: Journal, on_fatal: Option<OnFatalPanic>) {
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let thread = std::thread::current().name().unwrap_or("(unnamed)").to_owned();
-        let fatal = thread == "main";
-        let turn = dispatch_telemetry::crash::current_turn();
-        let host = host_panic_context();
-        journal.emit(Record::Panic(Panic {
-            message: Some(panic_message(info.payload())),
-            location: info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column())),
-            thread: Some(thread),
-            backtrace: None,
-            conversation: turn.as_ref().map(|t| t.conversation.to_string()),
-            turn: turn.as_ref().map(|t| t.turn.to_string()),
-            fatal: Some(fatal),
-            active_conversations: Some(host.active_conversations),
-            memory: host.memory.map(Box::new),
-        }));
-        journal.flush(dispatch_telemetry::crash::PANIC_FLUSH_WAIT);
-        if fatal && let Some(f) = &on_fatal {
-            f();
-        }
-        previous(info);
-    }));
-}
-
-type HostContextFn = Box<dyn Fn() -> PanicContext + Send + Sync>;
-static HOST_CONTEXT: OnceLock<HostContextFn> = OnceLock::new();
-
-/// Gives every `panic` record (from either journaling hook) the active conversations and the
-/// sampler's last sample, read from `state`'s activity and sampler. Set once; later calls are
-/// ignored. The turns map is only tried, never waited for, inside the hook.
+/// Gives every `panic` record the active conversations and the sampler's last sample, read
+/// from `state`'s activity and sampler. Set once; later calls are ignored. The turns map is
+/// only tried, never waited for, inside the hook.
 pub fn set_panic_context(state: crate::state::AppState) {
-    if HOST_CONTEXT
-        .set(Box::new(move || PanicContext {
-            active_conversations: state.activity.try_active_conversations().unwrap_or_default(),
-            memory: state.sampler.as_ref().and_then(|s| s.last()),
-        }))
-        .is_ok()
-    {
-        dispatch_telemetry::crash::set_panic_context(host_panic_context);
-    }
-}
-
-fn host_panic_context() -> PanicContext {
-    HOST_CONTEXT.get().map(|f| f()).unwrap_or_default()
+    dispatch_telemetry::crash::set_panic_context(move || PanicContext {
+        active_conversations: state.activity.try_active_conversations().unwrap_or_default(),
+        memory: state.sampler.as_ref().and_then(|s| s.last()),
+    });
 }
 
 /// Takes what the hook captured on this thread (the unwind is caught on the thread that

@@ -65,6 +65,27 @@ fn attach_handler(client: Client) -> Result<CrashHandler, CrashError> {
     CrashHandler::attach(event).map_err(|e| CrashError::Attach { message: e.to_string() })
 }
 
+/// Asks the kernel to send this process SIGTERM when its parent, the monitor, dies; if the
+/// monitor is already gone (it died before the request), stops now the same way.
+#[allow(unsafe_code)]
+pub(crate) fn die_with_monitor(monitor_pid: Option<u32>) {
+    // SAFETY: prctl(PR_SET_PDEATHSIG, sig) only sets an attribute of this process; the
+    // argument is a valid signal number.
+    let set = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) };
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    if set != 0 {
+        eprintln!(
+            "dispatch-telemetry: PR_SET_PDEATHSIG failed; this process outlives a killed monitor"
+        );
+    } else if monitor_pid.is_some_and(|m| m as libc::pid_t != parent) {
+        eprintln!("dispatch-telemetry: the crash monitor is already gone; stopping");
+        // SAFETY: raise(SIGTERM) on ourselves, before the service installed any handler: the
+        // default action ends the process, as the monitor's death would have.
+        unsafe { libc::raise(libc::SIGTERM) };
+    }
+}
+
 /// Size of the alternate signal stack [`install_thread_altstack`] gives a thread.
 pub const ALTSTACK_BYTES: usize = 64 * 1024;
 

@@ -19,7 +19,9 @@
 //!   child's signal.
 //! - In the child, `start` installs the signal handler (SIGSEGV, SIGBUS, SIGILL, SIGFPE,
 //!   SIGABRT, SIGTRAP, on an alternate stack so stack overflows are caught), lets the monitor
-//!   ptrace it (Yama), and returns a [`Supervised`] with the boot id the journal must use.
+//!   ptrace it (Yama), asks the kernel for SIGTERM when the monitor dies (a monitor killed on
+//!   its own must not leave the service running unsupervised), and returns a [`Supervised`]
+//!   with the boot id the journal must use.
 
 mod append;
 mod child;
@@ -34,7 +36,7 @@ pub use child::{ALTSTACK_BYTES, ChildGuard, install_thread_altstack};
 pub use dump::{DUMP_EXTENSION, DumpSummary, is_secret_name, scrub, summarize};
 pub use panic_hook::{
     PANIC_FLUSH_WAIT, PanicContext, TurnContext, current_turn, install_panic_hook,
-    set_current_turn, set_panic_context,
+    set_current_turn, set_panic_backtraces, set_panic_context,
 };
 pub use signals::{CRASH_SIGNALS, signal_name};
 
@@ -84,6 +86,11 @@ impl CrashBuilder {
         CrashBuilder { service: name.into(), ..self }
     }
 
+    /// Where dumps go. Env: `DISPATCH_CRASH_DIR`.
+    pub fn dump_dir(self, dir: impl Into<PathBuf>) -> Self {
+        CrashBuilder { dump_dir: dir.into(), ..self }
+    }
+
     /// Byte budget of the dump directory. Default: [`Self::DEFAULT_DUMP_BUDGET_BYTES`].
     pub fn dump_budget_bytes(self, bytes: u64) -> Self {
         CrashBuilder { dump_budget_bytes: bytes, ..self }
@@ -122,6 +129,7 @@ impl CrashBuilder {
     pub fn start(self) -> Supervised {
         if let Ok(boot) = std::env::var(ENV_BOOT) {
             let monitor_pid = std::env::var(ENV_MONITOR_PID).ok().and_then(|p| p.parse().ok());
+            child::die_with_monitor(monitor_pid);
             return match (std::env::var(ENV_SOCKET), monitor_pid) {
                 (Ok(socket), Some(pid)) => match child::attach(&socket, pid) {
                     Ok(guard) => Supervised { boot, guard: Some(guard), note: None },

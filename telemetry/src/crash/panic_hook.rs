@@ -45,6 +45,15 @@ pub struct PanicContext {
     pub memory: Option<MemorySample>,
 }
 
+static BACKTRACES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Whether `panic` records carry a backtrace (default: yes). Resolving the first backtrace
+/// makes std load the binary's debug info, which stays resident (about 55 MB for the server in
+/// release): a service that cannot afford that turns it off.
+pub fn set_panic_backtraces(on: bool) {
+    BACKTRACES.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 type ContextFn = Box<dyn Fn() -> PanicContext + Send + Sync>;
 static CONTEXT: OnceLock<ContextFn> = OnceLock::new();
 
@@ -82,7 +91,9 @@ pub fn install_panic_hook(journal: Journal, on_fatal: Option<FatalHook>) {
             message: Some(message),
             location: info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column())),
             thread: Some(thread_name),
-            backtrace: Some(std::backtrace::Backtrace::force_capture().to_string()),
+            backtrace: BACKTRACES
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .then(|| std::backtrace::Backtrace::force_capture().to_string()),
             conversation: ctx.as_ref().map(|c| c.conversation.to_string()),
             turn: ctx.as_ref().map(|c| c.turn.to_string()),
             fatal: Some(fatal),

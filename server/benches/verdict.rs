@@ -1,0 +1,135 @@
+//! `dispatchctl mem` on the real server: a load run of N minutes without a leak must not be
+//! called LEAK, and the same run with the `leak` fault on must be.
+//!
+//! ```sh
+//! cargo bench -p dispatch-server --bench verdict -- --minutes 10 --leak-mb 0
+//! cargo bench -p dispatch-server --bench verdict -- --minutes 10 --leak-mb 1
+//! ```
+//!
+//! The release server runs with its embedded collector and the default 1 s sampler; the load
+//! comes in waves (1, 3, 6, 8, 6, 3 conversations for 20 s each, over and over) of streamed
+//! sim turns (`size:3000 steps:2`). With `--leak-mb N` the admin fault `leak` first makes
+//! every turn retain N MiB. After the run the load stops for 60 s (an idle tail), the server
+//! is stopped with SIGTERM, and its `traces.db` is analysed with the library behind
+//! `dispatchctl mem --since all`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark binary, not a library
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::ServerProcess;
+use serde_json::json;
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let minutes = arg("--minutes", 10);
+    let leak_mb = arg("--leak-mb", 0);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token = "verdict-bench-token";
+    let mut server =
+        ServerProcess::start_with_env(dir.path(), &[], &[("DISPATCH_ADMIN_TOKEN", token)]);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let http = server.client();
+    let auth = format!("Bearer {token}");
+    if leak_mb > 0 {
+        let (status, body) = rt.block_on(http.raw(
+            "POST",
+            "/admin/fault/leak",
+            &[("authorization", &auth), ("content-type", "application/json")],
+            serde_json::to_vec(&json!({ "mb_per_turn": leak_mb })).unwrap(),
+        ));
+        assert!(
+            (200..300).contains(&status),
+            "leak fault: {status} {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let turns = Arc::new(AtomicU64::new(0));
+    let waves = [1usize, 3, 6, 8, 6, 3];
+    let started = Instant::now();
+    let run_for = Duration::from_secs(minutes * 60);
+    rt.block_on(async {
+        let mut workers = Vec::new();
+        for w in 0..8usize {
+            let http = server.client();
+            let stop = stop.clone();
+            let turns = turns.clone();
+            workers.push(tokio::spawn(async move {
+                let conv = http.create_conversation().await;
+                while !stop.load(Ordering::Relaxed) {
+                    let wave = waves[(started.elapsed().as_secs() / 20) as usize % waves.len()];
+                    if w >= wave {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                    let (status, _) = http
+                        .json(
+                            "POST",
+                            &format!("/v1/conversations/{conv}/turns"),
+                            Some(json!({ "message": "size:3000 steps:2" })),
+                        )
+                        .await;
+                    if status == 200 {
+                        turns.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }));
+        }
+        while started.elapsed() < run_for {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        for w in workers {
+            let _ = w.await;
+        }
+    });
+    let load_secs = started.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_secs(60));
+    let status = server.signal_and_wait(libc::SIGTERM);
+    let db = dir.path().join("traces.db");
+    let conn = dispatch_collector::schema::open_read_only(&db).expect("traces.db");
+    let reports = dispatch_cli::mem::reports(&conn, "latest", dispatch_cli::args::Since::All)
+        .expect("analysis");
+    let r = &reports[0].analysis;
+    println!(
+        "run: {minutes} min of load + 60 s idle, leak {leak_mb} MiB/turn, {} turns ({:.1}/s), server exit {status}",
+        turns.load(Ordering::Relaxed),
+        turns.load(Ordering::Relaxed) as f64 / load_secs
+    );
+    println!("verdict: {} ({} samples, {} buckets)", r.verdict.name(), r.samples, r.buckets.len());
+    println!("summary: {}", r.summary);
+    if let Some(g) = &r.growth {
+        println!(
+            "floor growth: {:.1} MiB/h, z = {:.2}; per turn in flight {:.1} MiB, r = {:.2}; naive RSS slope {:.1} MiB/h",
+            g.bytes_per_hour / 1048576.0,
+            g.mann_kendall_z,
+            r.bytes_per_turn_in_flight.unwrap_or(0.0) / 1048576.0,
+            r.load_correlation.unwrap_or(0.0),
+            r.naive_rss_bytes_per_hour.unwrap_or(0.0) / 1048576.0
+        );
+    }
+    if let Some(c) = r.conversations.first() {
+        println!(
+            "top conversation: {} retained {:.1} MiB over {} turns",
+            c.id,
+            c.retained_bytes as f64 / 1048576.0,
+            c.turns
+        );
+    }
+}
