@@ -163,30 +163,29 @@ pub struct Growth {
 
 /// Frames that are the allocator or the profiler, not the caller.
 fn is_allocator_frame(name: &str) -> bool {
-    [
+    const PREFIXES: &[&str] = &[
         "je_",
         "_rjem_",
         "prof_",
         "imalloc",
+        "ialloc",
         "malloc",
         "calloc",
         "realloc",
         "__rust_alloc",
-        "__rdl_",
-        "__rg_alloc",
-        "alloc::alloc",
-        "alloc::raw_vec",
-        "<tikv_jemallocator",
-        "tikv_jemallocator",
-        "std::alloc",
         "__rust_realloc",
-        "alloc::vec::Vec<T,A>::with_capacity",
-        "alloc::vec::Vec<T,A>::reserve",
-        "alloc::boxed::Box<T>::new",
+        "__rdl_",
+        "__rg_",
+        "alloc::",
+        "<alloc::",
+        "core::alloc",
+        "std::alloc",
+        "tikv_jemallocator",
+        "<tikv_jemallocator",
         "dispatch_telemetry::memory::tags",
-    ]
-    .iter()
-    .any(|p| name.starts_with(p) || name.contains(&format!("::{p}")))
+        "<dispatch_telemetry::memory::tags",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
 /// Names return addresses: the real one is [`addr2line`]; tests pass their own.
@@ -245,9 +244,16 @@ pub fn addr2line(profile: &Profile, addrs: &[u64]) -> HashMap<u64, String> {
     }
     let mut names = HashMap::new();
     for (path, list) in per_file {
-        if !Path::new(path).exists() {
-            continue;
-        }
+        // addr2line wants ELF virtual addresses: map each file offset through the PT_LOAD
+        // segment that holds it (for a PIE binary, offset and vaddr differ by segment).
+        let Some(loads) = load_segments(Path::new(path)) else { continue };
+        let list: Vec<(u64, u64)> = list
+            .into_iter()
+            .filter_map(|(a, off)| {
+                let seg = loads.iter().find(|(o, _, sz)| *o <= off && off < o + sz)?;
+                Some((a, off - seg.0 + seg.1))
+            })
+            .collect();
         let out = std::process::Command::new("addr2line")
             .args(["-f", "-C", "-e", path])
             .args(list.iter().map(|(_, off)| format!("{off:#x}")))
@@ -262,6 +268,34 @@ pub fn addr2line(profile: &Profile, addrs: &[u64]) -> HashMap<u64, String> {
         }
     }
     names
+}
+
+/// The PT_LOAD segments of a 64-bit little-endian ELF file: (file offset, vaddr, file size).
+fn load_segments(path: &Path) -> Option<Vec<(u64, u64, u64)>> {
+    let data = std::fs::read(path).ok()?;
+    let eh = data.get(..64)?;
+    if &eh[..4] != b"\x7fELF" || eh[4] != 2 || eh[5] != 1 {
+        return None;
+    }
+    let u16_at = |o: usize| -> Option<u64> {
+        Some(u64::from(u16::from_le_bytes(data.get(o..o + 2)?.try_into().ok()?)))
+    };
+    let u32_at = |o: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(data.get(o..o + 4)?.try_into().ok()?))
+    };
+    let u64_at = |o: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(data.get(o..o + 8)?.try_into().ok()?))
+    };
+    let (phoff, phentsize, phnum) =
+        (u64_at(0x20)? as usize, u16_at(0x36)? as usize, u16_at(0x38)? as usize);
+    let mut out = Vec::new();
+    for i in 0..phnum {
+        let p = phoff + i * phentsize;
+        if u32_at(p)? == 1 {
+            out.push((u64_at(p + 8)?, u64_at(p + 16)?, u64_at(p + 32)?));
+        }
+    }
+    Some(out)
 }
 
 /// Where the server is and how to authenticate.
