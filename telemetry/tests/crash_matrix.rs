@@ -31,6 +31,10 @@ fn service(case: &str, dir: &Path) -> ! {
     let supervised =
         CrashBuilder::new(dir.join("journal"), dir.join("crashes")).service("svc").start();
     // Only the monitored child gets here.
+    if case == "segv-no-dump" {
+        // The monitor is up; now make its dump directory impossible to create.
+        std::fs::write(dir.join("crashes"), b"a file where the dump directory should be").unwrap();
+    }
     if !supervised.is_monitored() {
         eprintln!("not monitored: {:?}", supervised.note());
         std::process::exit(3);
@@ -59,7 +63,7 @@ fn crash(case: &str) -> ! {
     // SAFETY: each of these deliberately crashes the process; that is the test.
     unsafe {
         match case {
-            "segv" => sadness_generator::raise_segfault(),
+            "segv" | "segv-no-dump" => sadness_generator::raise_segfault(),
             "abort" => sadness_generator::raise_abort(),
             "ill" => sadness_generator::raise_illegal_instruction(),
             "bus" => sadness_generator::raise_bus(),
@@ -167,4 +171,49 @@ fn floating_point_exception() {
 #[test]
 fn stack_overflow() {
     check("stack_overflow", "stack-overflow", libc::SIGSEGV, "SIGSEGV");
+}
+
+#[test]
+fn a_dump_that_cannot_be_written_is_said_so_in_the_journal_and_on_stderr() {
+    if let (Ok(c), Ok(d)) = (std::env::var(CASE), std::env::var(DIR)) {
+        service(&c, Path::new(&d));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_dump_that_cannot_be_written_is_said_so_in_the_journal_and_on_stderr",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CASE, "segv-no-dump")
+        .env(DIR, dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGSEGV),
+        "the true status still reaches the service manager"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no minidump: creating a dump file in"), "stderr: {stderr}");
+    let back = common::read_back(&dir.path().join("journal"), "svc");
+    let n = back.lines.len();
+    let Record::Crash(c) = &back.lines[n - 2].record else {
+        panic!("{:?}", back.lines[n - 2].record)
+    };
+    assert_eq!(c.signal.as_deref(), Some("SIGSEGV"));
+    assert!(c.minidump.is_none());
+    assert!(
+        c.dump_error.as_deref().is_some_and(|e| e.contains("creating a dump file")),
+        "{:?}",
+        c.dump_error
+    );
+    assert_eq!(
+        c.last_sample.as_ref().and_then(|s| s.rss),
+        Some(123_456),
+        "the journal still tells the story"
+    );
+    let Record::Exit(e) = &back.lines[n - 1].record else { panic!() };
+    assert_eq!(e.signal.as_deref(), Some("SIGSEGV"));
 }

@@ -36,7 +36,12 @@ impl ServerHandler for Handler {
         if let Ok(mut r) = self.requested.lock() {
             *r = Some(Instant::now());
         }
-        dump::create_dump_file(&self.dir, &self.boot)
+        let created = dump::create_dump_file(&self.dir, &self.boot);
+        if let (Err(e), Ok(mut o)) = (&created, self.outcome.lock()) {
+            // minidumper drops this error after logging it; keep it for the crash record.
+            o.dump = Some(Err(format!("creating a dump file in {}: {e}", self.dir.display())));
+        }
+        created
     }
 
     fn on_minidump_created(&self, result: Result<MinidumpBinary, minidumper::Error>) -> LoopAction {
