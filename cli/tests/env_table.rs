@@ -33,8 +33,10 @@ fn in_code() -> BTreeSet<String> {
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
         for (i, _) in text.match_indices("\"DISPATCH_") {
-            let name: String =
-                text[i + 1..].chars().take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_').collect();
+            let name: String = text[i + 1..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
             found.insert(name);
         }
     }
@@ -57,7 +59,10 @@ fn readme_table_and_code_agree() {
     assert!(code.len() > 30, "the scan found the settings: {code:?}");
     let undocumented: Vec<_> = code.difference(&readme).collect();
     let unused: Vec<_> = readme.difference(&code).collect();
-    assert!(undocumented.is_empty(), "read by the code, missing from README's Configuration: {undocumented:?}");
+    assert!(
+        undocumented.is_empty(),
+        "read by the code, missing from README's Configuration: {undocumented:?}"
+    );
     assert!(unused.is_empty(), "in README's Configuration, read by no code: {unused:?}");
 }
 
