@@ -22,8 +22,17 @@ use dispatch_telemetry::memory::SamplerBuilder;
 /// jemalloc is the allocator because the telemetry reads jemalloc's statistics (allocated,
 /// active, resident, ... and the per-thread counters behind per-turn bytes): they mean nothing
 /// unless jemalloc serves every allocation of the process.
+#[cfg(not(feature = "alloc-tags"))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// With `alloc-tags`, jemalloc still serves everything, wrapped to count live bytes per
+/// conversation (a header per block and an atomic add per allocation and free: see the
+/// tagged-allocator benchmark in docs/BENCHMARKS.md).
+#[cfg(feature = "alloc-tags")]
+#[global_allocator]
+static GLOBAL: dispatch_telemetry::memory::tags::TaggedAlloc<tikv_jemallocator::Jemalloc> =
+    dispatch_telemetry::memory::tags::TaggedAlloc(tikv_jemallocator::Jemalloc);
 
 /// jemalloc reads its options from the `malloc_conf` symbol (prefixed `_rjem_` by
 /// tikv-jemalloc-sys) at initialisation: the string is

@@ -220,7 +220,7 @@ impl Activity {
                     conversation: t.conversation.clone(),
                     turns: Some(t.turns),
                     history_bytes: Some(c.history_bytes.load(Ordering::Relaxed)),
-                    live_bytes: None,
+                    live_bytes: live_bytes(&t.conversation),
                     alloc_bytes: Some(alloc.saturating_sub(prev_alloc)),
                     freed_bytes: Some(freed.saturating_sub(prev_freed)),
                 }
@@ -248,6 +248,19 @@ impl LoadSource for Activity {
     }
 }
 
+/// Live bytes charged to a conversation by the tagged allocator (feature `alloc-tags`).
+fn live_bytes(conversation: &str) -> Option<u64> {
+    #[cfg(feature = "alloc-tags")]
+    {
+        Some(dispatch_telemetry::memory::tags::tag_for(conversation).live_bytes().max(0) as u64)
+    }
+    #[cfg(not(feature = "alloc-tags"))]
+    {
+        let _ = conversation;
+        None
+    }
+}
+
 /// Wraps a turn's future: around each poll it adds the calling thread's jemalloc
 /// allocated/freed deltas to `counters` (what the turn's task allocated and freed, wherever it
 /// was polled) and names the turn as the thread's current one
@@ -257,12 +270,21 @@ pub struct Measured<F> {
     inner: Pin<Box<F>>,
     counters: Arc<TurnCounters>,
     turn: Option<TurnContext>,
+    /// With `alloc-tags`: the conversation's tag, entered around each poll.
+    #[cfg(feature = "alloc-tags")]
+    tag: Option<dispatch_telemetry::memory::tags::Tag>,
 }
 
 impl<F> Measured<F> {
     /// Measures `inner` into `counters`; `turn` is what a panic during a poll is filed under.
     pub fn new(inner: F, counters: Arc<TurnCounters>, turn: Option<TurnContext>) -> Measured<F> {
-        Measured { inner: Box::pin(inner), counters, turn }
+        Measured {
+            #[cfg(feature = "alloc-tags")]
+            tag: turn.as_ref().map(|t| dispatch_telemetry::memory::tags::tag_for(&t.conversation)),
+            inner: Box::pin(inner),
+            counters,
+            turn,
+        }
     }
 }
 
@@ -280,6 +302,8 @@ impl<F: Future> Future for Measured<F> {
             }
         }
         let _restore = Restore(set_current_turn(this.turn.clone()));
+        #[cfg(feature = "alloc-tags")]
+        let _tag = this.tag.map(dispatch_telemetry::memory::tags::enter);
         let before = dispatch_telemetry::memory::thread_allocated_bytes();
         if let Some((a0, f0)) = before {
             this.counters.poll_alloc_start.store(a0, Ordering::Relaxed);

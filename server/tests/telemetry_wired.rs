@@ -200,3 +200,42 @@ async fn sigterm_seals_turns_whose_clients_are_gone() {
         of_kind(&records, "turn.end").into_iter().find(|e| e["turn"] == turn.as_str()).cloned();
     assert_eq!(end.expect("turn.end for the sealed turn")["outcome"], "sealed");
 }
+
+/// With the tagged allocator (`--features alloc-tags`), a conversation whose turns keep memory
+/// shows it as live bytes in its `conversation.memory` records.
+#[cfg(feature = "alloc-tags")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tagged_allocator_charges_live_bytes_to_the_conversation() {
+    let var = tempfile::tempdir().unwrap();
+    let token = "tags-test-token";
+    let server = ServerProcess::start_with_env(
+        var.path(),
+        &["--conversation-memory-interval-ms", "100"],
+        &[("DISPATCH_ADMIN_TOKEN", token)],
+    );
+    let http = server.client();
+    let (status, _) = http
+        .raw(
+            "POST",
+            "/admin/fault/leak",
+            &[("authorization", &format!("Bearer {token}")), ("content-type", "application/json")],
+            serde_json::to_vec(&serde_json::json!({"mb_per_turn": 8})).unwrap(),
+        )
+        .await;
+    assert_eq!(status, 200, "the leak fault is switched on");
+    let leaky = http.create_conversation().await;
+    let h = http.clone();
+    let c = leaky.clone();
+    let task = tokio::spawn(async move { h.stream_turn(&c, "rate:20 size:2000", |_| {}).await });
+    let record = wait_for("live bytes for the leaking conversation", || {
+        let r = read_journal(&server.journal_dir());
+        of_kind(&r, "conversation.memory")
+            .into_iter()
+            .find(|m| {
+                m["conversation"] == leaky.as_str() && m["live_bytes"].as_u64() >= Some(8 << 20)
+            })
+            .cloned()
+    });
+    assert!(record["live_bytes"].as_u64().unwrap() < 64 << 20, "{record}");
+    task.await.unwrap();
+}
