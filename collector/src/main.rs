@@ -20,17 +20,16 @@ use dispatch_collector::{Collector, Summary, schema, status};
 #[command(version, about)]
 #[deny(missing_docs)]
 struct Cli {
-    /// Journal directory to drain.
-    #[arg(
-        long,
-        visible_alias = "journal-dir",
-        env = "DISPATCH_JOURNAL_DIR",
-        required_unless_present = "status"
-    )]
+    /// Root of what the server keeps on disk; the journal and the database default to
+    /// `<var dir>/journal` and `<var dir>/traces.db`.
+    #[arg(long, env = "DISPATCH_VAR_DIR", default_value = "./var")]
+    var_dir: PathBuf,
+    /// Journal directory to drain [default: <var dir>/journal].
+    #[arg(long, visible_alias = "journal-dir", env = "DISPATCH_JOURNAL_DIR")]
     journal: Option<PathBuf>,
-    /// Traces database (created 0600 when missing).
+    /// Traces database, created 0600 when missing [default: <var dir>/traces.db].
     #[arg(long, visible_alias = "traces-db", env = "DISPATCH_TRACES_DB")]
-    db: PathBuf,
+    db: Option<PathBuf>,
     /// Keep tailing the journal (new lines, new segments) until SIGTERM or SIGINT.
     #[arg(long, conflicts_with = "status")]
     follow: bool,
@@ -66,16 +65,17 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let db = cli.db.clone().unwrap_or_else(|| cli.var_dir.join("traces.db"));
     if cli.status {
-        return print_status(&cli);
+        return print_status(&cli, &db);
     }
-    let journal = cli.journal.clone().context("--journal is required")?;
+    let journal = cli.journal.clone().unwrap_or_else(|| cli.var_dir.join("journal"));
     let retention =
         (cli.retention_days > 0).then(|| Duration::from_secs(cli.retention_days * 86_400));
-    let mut collector = Collector::builder(&journal, &cli.db)
+    let mut collector = Collector::builder(&journal, &db)
         .retention(retention)
         .open()
-        .with_context(|| format!("opening {}", cli.db.display()))?;
+        .with_context(|| format!("opening {}", db.display()))?;
     let summary = if cli.follow {
         signal::install().context("installing the SIGTERM handler")?;
         collector.follow(signal::stop_flag())
@@ -89,7 +89,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         s
     }
-    .with_context(|| format!("draining {} into {}", journal.display(), cli.db.display()))?;
+    .with_context(|| format!("draining {} into {}", journal.display(), db.display()))?;
     report(&cli, &journal, &summary)?;
     // A follower stopped by SIGTERM did its job: skipped lines are listed, not a failure.
     Ok(if summary.skipped_input() && !cli.follow { ExitCode::from(1) } else { ExitCode::SUCCESS })
@@ -127,10 +127,9 @@ fn report(cli: &Cli, journal: &std::path::Path, s: &Summary) -> anyhow::Result<(
     Ok(())
 }
 
-fn print_status(cli: &Cli) -> anyhow::Result<ExitCode> {
-    let conn =
-        schema::open_read_only(&cli.db).with_context(|| format!("opening {}", cli.db.display()))?;
-    let st = status::status(&conn).with_context(|| format!("reading {}", cli.db.display()))?;
+fn print_status(cli: &Cli, db: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let conn = schema::open_read_only(db).with_context(|| format!("opening {}", db.display()))?;
+    let st = status::status(&conn).with_context(|| format!("reading {}", db.display()))?;
     let mut out = std::io::stdout().lock();
     if cli.json {
         writeln!(out, "{}", st.to_json())?;

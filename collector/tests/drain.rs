@@ -517,3 +517,27 @@ fn a_file_without_a_header_is_reported_once_and_closes_nothing() {
     assert!(!dir.path().join(format!("{}.drained", seg(1))).exists(), "segment 1 is still open");
     assert_eq!(total_records(&db), 2);
 }
+
+#[test]
+fn var_dir_gives_the_default_journal_and_database_and_help_names_the_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let var = dir.path().join("var");
+    std::fs::create_dir_all(var.join("journal")).unwrap();
+    let (n, _) = synth::write_journal(&var.join("journal"), 31, 1, 300, 1 << 20);
+    let out = bin().env("DISPATCH_VAR_DIR", &var).arg("--json").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(total_records(&var.join("traces.db")), n as i64);
+    let out = bin().arg("--var-dir").arg(&var).arg("--status").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with(&format!("{n} records")));
+    let help = String::from_utf8(bin().arg("--help").output().unwrap().stdout).unwrap();
+    for name in [
+        "DISPATCH_VAR_DIR",
+        "DISPATCH_JOURNAL_DIR",
+        "DISPATCH_TRACES_DB",
+        "--journal-dir",
+        "--traces-db",
+    ] {
+        assert!(help.contains(name), "--help names {name}:\n{help}");
+    }
+}
