@@ -118,14 +118,12 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    /// An empty batch with room for `lines` sample rows (the most common kind) and a share
-    /// of the others, so pushing rarely reallocates.
+    /// An empty batch with room for some sample rows (the most common kind). Batches are
+    /// recycled, so the other buffers grow to what the journal needs once; nothing more is
+    /// reserved up front (an embedded collector at one line a second needs little).
     pub(crate) fn with_capacity(lines: usize) -> Batch {
         let mut b = Batch::default();
-        b.rows[crate::rows::T_SAMPLES].reserve(lines.min(1 << 16));
-        for t in 1..N_TABLES {
-            b.rows[t].reserve((lines / 4).min(1 << 14));
-        }
+        b.rows[crate::rows::T_SAMPLES].reserve(lines.min(1 << 12));
         b
     }
 
