@@ -341,13 +341,26 @@ fn write_loop(
         for marker in batch.markers.drain(..) {
             let segment = marker.with_extension("");
             if segment.exists() {
-                std::fs::OpenOptions::new()
+                let made = std::fs::OpenOptions::new()
                     .create(true)
                     .truncate(false)
                     .write(true)
-                    .open(&marker)
-                    .map_err(CollectorError::io(&marker, "creating the drained marker"))?;
-                summary.drained_segments += 1;
+                    .open(&marker);
+                match made {
+                    Ok(_) => summary.drained_segments += 1,
+                    // Not fatal: without its marker the segment is only kept longer. Reported,
+                    // and tried again on the next pass.
+                    Err(e) if summary.issues.len() < max_issues => summary.issues.push(Issue {
+                        file_name: marker
+                            .file_name()
+                            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                        line_no: None,
+                        offset_bytes: 0,
+                        code: "drained_marker_failed",
+                        reason: format!("cannot create the drained marker: {e}"),
+                    }),
+                    Err(_) => {}
+                }
             }
         }
         // The reader may be gone (it finished); then the batch is freed here.
