@@ -18,7 +18,7 @@ mod synth;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use dispatch_collector::Collector;
 use dispatch_collector::query::{self, TimeRange};
@@ -373,5 +373,4 @@ fn hourly_query(root: &Path) {
         "raw samples of one hour (3600 rows, key binary search): median {:.3} ms",
         median(&mut times)
     );
-    let _ = Duration::ZERO;
 }

@@ -306,7 +306,6 @@ fn write_loop(
     max_issues: usize,
 ) -> Result<(), CollectorError> {
     let mut busy = Duration::ZERO;
-    let t0 = Instant::now();
     let cpu0 = thread_cpu_ns();
     for mut batch in rx {
         let now = Timestamp::now().unix_millis();
@@ -368,7 +367,6 @@ fn write_loop(
     }
     summary.writer_busy += busy;
     summary.writer_cpu += Duration::from_nanos(thread_cpu_ns().saturating_sub(cpu0));
-    let _ = t0;
     Ok(())
 }
 
