@@ -21,13 +21,13 @@ use dispatch_collector::{Collector, Summary, schema, status};
 #[deny(missing_docs)]
 struct Cli {
     /// Root of what the server keeps on disk; the journal and the database default to
-    /// `<var dir>/journal` and `<var dir>/traces.db`.
+    /// VAR_DIR/journal and VAR_DIR/traces.db.
     #[arg(long, env = "DISPATCH_VAR_DIR", default_value = "./var")]
     var_dir: PathBuf,
-    /// Journal directory to drain [default: <var dir>/journal].
+    /// Journal directory to drain (default: VAR_DIR/journal).
     #[arg(long, visible_alias = "journal-dir", env = "DISPATCH_JOURNAL_DIR")]
     journal: Option<PathBuf>,
-    /// Traces database, created 0600 when missing [default: <var dir>/traces.db].
+    /// Traces database, created 0600 when missing (default: VAR_DIR/traces.db).
     #[arg(long, visible_alias = "traces-db", env = "DISPATCH_TRACES_DB")]
     db: Option<PathBuf>,
     /// Keep tailing the journal (new lines, new segments) until SIGTERM or SIGINT.
