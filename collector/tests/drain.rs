@@ -453,7 +453,7 @@ fn a_second_collector_is_refused_with_a_clear_message() {
 #[test]
 fn follow_picks_up_new_segments_and_commits_on_sigterm() {
     let (_dir, j, db, n) = journal_with(1_000);
-    let child = bin()
+    let mut child = bin()
         .arg("--journal")
         .arg(&j)
         .arg("--db")
@@ -463,6 +463,19 @@ fn follow_picks_up_new_segments_and_commits_on_sigterm() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Whatever happens below, the follower does not outlive the test.
+    struct Reap(Option<std::process::Child>);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            if let Some(mut c) = self.0.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let pid = child.id();
+    let stdout = child.stdout.take().unwrap();
+    let mut reap = Reap(Some(child));
     let wait_for = |want: i64| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
@@ -484,11 +497,13 @@ fn follow_picks_up_new_segments_and_commits_on_sigterm() {
     let (m, _) = synth::write_journal(&j, 22, 100, 700, 256 << 10);
     wait_for((n + m) as i64);
     // kill(1) sends SIGTERM without unsafe code in the test.
-    let st = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let st = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
     assert!(st.success());
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "exit {:?}", out.status);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status = reap.0.take().unwrap().wait().unwrap();
+    assert!(status.success(), "exit {status:?}");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut { stdout }, &mut text).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["lines"], n + m);
     assert_eq!(total_records(&db), (n + m) as i64);
 }
