@@ -68,6 +68,19 @@ async fn sigkill_mid_stream_then_restart_repairs_and_seals_every_turn() {
             .collect()
     };
     assert_eq!(first_boot.len(), 1);
+    // An uncatchable death is still recorded, from the wait status: `exit` with the signal,
+    // and no `crash` (there is no dump to take of a SIGKILL).
+    let r = read_journal(&server.journal_dir());
+    let exit =
+        of_kind(&r, "exit").into_iter().find(|e| e["boot"] == first_boot[0].as_str()).cloned();
+    let exit = exit.expect("an exit record under the killed boot");
+    assert_eq!(exit["signal"], "SIGKILL", "{exit}");
+    assert_eq!(exit["signo"], 9);
+    assert!(
+        exit.get("status").is_none_or(|s| s.is_null()),
+        "a death by signal has no status: {exit}"
+    );
+    assert!(of_kind(&r, "crash").is_empty());
     drop(server);
 
     let server = ServerProcess::start(var.path(), &[]);
