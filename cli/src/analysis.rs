@@ -532,7 +532,8 @@ pub fn analyze(
     }
     let g = a.growth.clone();
     a.verdict = if enough && is_trend(&g) {
-        if explained_by_state(&trend_buckets, opts, threshold) {
+        let state_is_bytes = pts.iter().any(|s| s.state_bytes.is_some());
+        if explained_by_state(&trend_buckets, opts, threshold, state_is_bytes) {
             Verdict::StateGrowth
         } else {
             Verdict::Leak
@@ -570,9 +571,16 @@ fn min_of(it: impl Iterator<Item = f64>) -> Option<f64> {
     it.fold(None, |m, v| Some(m.map_or(v, |m: f64| m.min(v))))
 }
 
-/// Whether the floor's rise is explained by the state gauge: the state itself trends up, and
-/// the floors minus their fit on state do not.
-fn explained_by_state(buckets: &[&Bucket], opts: &Options, threshold: f64) -> bool {
+/// Whether the floor's rise is explained by the state gauge: the state itself trends up, the
+/// floors minus their fit on state do not, and, when the gauge is in bytes, the state grew by
+/// a good part of what the floor grew (two series that both only rise always correlate: a leak
+/// next to slowly growing histories is still a leak).
+fn explained_by_state(
+    buckets: &[&Bucket],
+    opts: &Options,
+    threshold: f64,
+    state_is_bytes: bool,
+) -> bool {
     let pts: Vec<(f64, f64)> =
         buckets.iter().filter_map(|b| Some((b.state?, b.floor_bytes))).collect();
     if pts.len() < opts.min_buckets {
@@ -581,6 +589,18 @@ fn explained_by_state(buckets: &[&Bucket], opts: &Options, threshold: f64) -> bo
     let state_z = mann_kendall_z(&pts.iter().map(|p| p.0).collect::<Vec<_>>());
     if state_z <= opts.trend_z {
         return false;
+    }
+    if state_is_bytes {
+        let k = (pts.len() / 4).clamp(1, 3);
+        let ends = |f: fn(&(f64, f64)) -> f64| {
+            let first = median(&mut pts[..k].iter().map(f).collect::<Vec<_>>()).unwrap_or(0.0);
+            let last =
+                median(&mut pts[pts.len() - k..].iter().map(f).collect::<Vec<_>>()).unwrap_or(0.0);
+            last - first
+        };
+        if ends(|p| p.0) * STATE_SHARE < ends(|p| p.1) {
+            return false;
+        }
     }
     let Some((a0, c)) = ols(&pts) else { return false };
     if c <= 0.0 {
@@ -593,6 +613,10 @@ fn explained_by_state(buckets: &[&Bucket], opts: &Options, threshold: f64) -> bo
     let residual_growth = slope * residual.len() as f64;
     z <= opts.trend_z || residual_growth < threshold
 }
+
+/// With a state gauge in bytes, the state must have grown by at least 1/STATE_SHARE of the
+/// floor's growth to explain it (the rest is allocator and bookkeeping overhead).
+const STATE_SHARE: f64 = 4.0;
 
 fn in_window(t: &TurnPoint, from: i64, to: i64) -> bool {
     let s = t.start_ts_ms.or(t.end_ts_ms).unwrap_or(i64::MIN);
@@ -787,5 +811,44 @@ pub fn next_step(a: &Analysis) -> String {
             .into(),
         Verdict::Flat => "Nothing to do.".into(),
         Verdict::InsufficientData => "Let the sampler run longer, or widen --since.".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: f64 = 1024.0 * 1024.0;
+
+    /// Two hours of 1 Hz samples: a leak of `leak_per_h`, idle moments every minute, and a
+    /// state gauge in bytes that grows by `state_per_h`.
+    fn series(leak_per_h: f64, state_per_h: f64) -> Vec<SamplePoint> {
+        (0..7200)
+            .map(|i| {
+                let h = i as f64 / 3600.0;
+                let load = if i % 60 < 10 { 0.0 } else { 2.0 };
+                let state = 4.0 * MIB + state_per_h * h;
+                SamplePoint {
+                    ts_ms: 1_000_000 + i * 1000,
+                    allocated: Some(50.0 * MIB + leak_per_h * h + 10.0 * MIB * load + state),
+                    turns_in_flight: Some(load),
+                    state_bytes: Some(state),
+                    ..Default::default()
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_leak_beside_slowly_growing_state_is_still_a_leak() {
+        // The real server's case: histories grow a few MB while a fault leaks hundreds.
+        let a = analyze(&series(400.0 * MIB, 2.0 * MIB), &[], &[], &Options::default());
+        assert_eq!(a.verdict, Verdict::Leak, "{}", a.summary);
+    }
+
+    #[test]
+    fn growth_the_state_accounts_for_is_state_growth() {
+        let a = analyze(&series(0.0, 100.0 * MIB), &[], &[], &Options::default());
+        assert_eq!(a.verdict, Verdict::StateGrowth, "{}", a.summary);
     }
 }

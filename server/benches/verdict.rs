@@ -103,6 +103,9 @@ fn main() {
     std::thread::sleep(Duration::from_secs(60));
     let status = server.signal_and_wait(libc::SIGTERM);
     let db = dir.path().join("traces.db");
+    // Kept for a second look: `dispatchctl --db /tmp/dispatch-verdict-<leak>.db mem --since all`.
+    let kept = std::env::temp_dir().join(format!("dispatch-verdict-{leak_mb}.db"));
+    let _ = std::fs::copy(&db, &kept);
     let conn = dispatch_collector::schema::open_read_only(&db).expect("traces.db");
     let reports = dispatch_cli::mem::reports(&conn, "latest", dispatch_cli::args::Since::All)
         .expect("analysis");
@@ -124,6 +127,7 @@ fn main() {
             r.naive_rss_bytes_per_hour.unwrap_or(0.0) / 1048576.0
         );
     }
+    println!("traces database kept at {}", kept.display());
     if let Some(c) = r.conversations.first() {
         println!(
             "top conversation: {} retained {:.1} MiB over {} turns",
