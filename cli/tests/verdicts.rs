@@ -203,3 +203,36 @@ fn a_closed_pipe_is_not_an_error() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn boot_selection_latest_all_and_by_prefix() {
+    let d = tempfile::tempdir().unwrap();
+    let j = d.path().join("journal");
+    let other = d.path().join("other");
+    synth(&j, "flat", 1);
+    synth(&other, "leak", 2);
+    // Two boots in one directory: the second journal's segment beside the first.
+    std::fs::copy(other.join("dispatch.000000.ndjson"), j.join("dispatch.000001.ndjson")).unwrap();
+    let dir = j.to_str().unwrap();
+    let all: serde_json::Value = {
+        let out =
+            dispatchctl(&["--journal", dir, "mem", "--boot", "all", "--since", "all", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let boots = all["boots"].as_array().unwrap();
+    assert_eq!(boots.len(), 2);
+    let verdicts: Vec<&str> = boots.iter().map(|b| b["verdict"].as_str().unwrap()).collect();
+    assert!(verdicts.contains(&"FLAT") && verdicts.contains(&"LEAK"), "{verdicts:?}");
+    // By prefix: the synthetic boot ids end in the seed.
+    let leak_boot =
+        boots.iter().find(|b| b["verdict"] == "LEAK").unwrap()["boot"]["id"].as_str().unwrap();
+    let out =
+        dispatchctl(&["--journal", dir, "mem", "--boot", leak_boot, "--since", "all", "--json"]);
+    let one: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(one["verdict"], "LEAK");
+    // An ambiguous prefix is an error that says so.
+    let out = dispatchctl(&["--journal", dir, "mem", "--boot", "0000", "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 boots start with it"));
+}
