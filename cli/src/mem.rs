@@ -1,5 +1,5 @@
 //! `dispatchctl mem`: loads one boot's window from the traces database, runs the
-//! [`analysis`](crate::analysis), and prints the verdict with its evidence.
+//! analysis (`crate::analysis`), and prints the verdict with its evidence.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

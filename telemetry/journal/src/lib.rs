@@ -4,7 +4,7 @@
 //!
 //! `dispatch-journal` owns the journal's wire format and nothing else: record types,
 //! [`SCHEMA_VERSION`], [`encode`]/[`decode_line`], segment naming ([`segment`]) and the
-//! `DISPATCH_*` variable names writers and readers share ([`env`]). It does no I/O beyond
+//! `DISPATCH_*` variable names writers and readers share ([`env`](mod@env)). It does no I/O beyond
 //! `Read`/`Write`, has no async code and links no native library, so readers (the collector,
 //! `dispatchctl`) never link the writer.
 //!
