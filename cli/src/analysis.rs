@@ -740,7 +740,7 @@ fn summarize(a: &Analysis) -> String {
             a.metric,
             match a.floor_load {
                 Some(l) if a.floor_method == "comparable-load" =>
-                    format!("at {l:.0} turns in flight"),
+                    format!("at {}", crate::output::turns(l)),
                 _ => "(load-adjusted)".to_string(),
             },
             mib(g.map_or(0.0, |g| g.bytes_per_hour)),

@@ -350,7 +350,7 @@ fn render(r: &Report, args: &MemArgs, out: &mut dyn Write, color: bool) -> anyho
             a.buckets.len(),
             a.bucket_ms / 1000,
             match a.floor_load {
-                Some(l) => format!("at {l:.0} turns in flight"),
+                Some(l) => format!("at {}", crate::output::turns(l)),
                 None => "load-adjusted".into(),
             }
         )?;
@@ -373,7 +373,7 @@ fn render(r: &Report, args: &MemArgs, out: &mut dyn Write, color: bool) -> anyho
     if let (Some(p), Some(t)) = (a.peak_bytes, a.peak_ts_ms) {
         let load = a
             .peak_turns_in_flight
-            .map_or(String::new(), |l| format!(" with {l:.0} turns in flight"));
+            .map_or(String::new(), |l| format!(" with {}", crate::output::turns(l)));
         writeln!(out, "  peak                 {} at {}{load}", bytes(p), time(t))?;
     }
     writeln!(out, "  resident - allocated {}  (idle)", opt(a.resident_minus_allocated_bytes))?;

@@ -56,6 +56,12 @@ pub fn time(ms: i64) -> String {
     format!("{} {} UTC", &ts[..10], &ts[11..16])
 }
 
+/// `1 turn in flight`, `3 turns in flight`.
+pub fn turns(n: f64) -> String {
+    let n = n.round();
+    format!("{n:.0} turn{} in flight", if n == 1.0 { "" } else { "s" })
+}
+
 /// Wraps `s` in an ANSI style when `on`.
 pub fn paint(s: &str, code: &str, on: bool) -> String {
     if on { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_string() }
@@ -73,6 +79,8 @@ mod tests {
         assert_eq!(bytes(-3.0 * 1024.0 * 1024.0 * 1024.0), "-3.0 GiB");
         assert_eq!(time(1_782_605_522_123), "2026-06-28 00:12 UTC");
         assert_eq!(paint("x", "1", false), "x");
+        assert_eq!(turns(1.0), "1 turn in flight");
+        assert_eq!(turns(0.0), "0 turns in flight");
         assert_eq!(paint("x", "1", true), "\x1b[1mx\x1b[0m");
     }
 }
