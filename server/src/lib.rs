@@ -26,7 +26,6 @@ pub mod admin;
 pub mod api;
 pub mod collector;
 pub mod config;
-pub mod elf;
 pub mod error;
 pub mod ids;
 pub mod limiter;

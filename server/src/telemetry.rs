@@ -442,9 +442,7 @@ pub fn process_start(settings: &Settings, crash: &CrashMonitorStatus) -> Process
         pid: Some(std::process::id()),
         ppid: Some(std::os::unix::process::parent_id()),
         version: Some(env!("CARGO_PKG_VERSION").to_owned()),
-        build_id: std::fs::File::open("/proc/self/exe")
-            .ok()
-            .and_then(|f| crate::elf::gnu_build_id(&f)),
+        build_id: dispatch_telemetry::build_id::current_build_id(),
         git_sha: option_env!("DISPATCH_GIT_SHA").map(str::to_owned),
         // The version string may carry jemalloc's C terminator; it is not part of the version.
         allocator: dispatch_telemetry::memory::jemalloc::version()
