@@ -384,17 +384,6 @@ pub fn take_captured_panic() -> CapturedPanic {
     LAST_PANIC.with(|p| p.borrow_mut().take()).unwrap_or_default()
 }
 
-/// The panic payload as text.
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-string payload".to_owned()
-    }
-}
-
 /// Whether this process runs under the crash monitor, and why not when it does not.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CrashMonitorStatus {

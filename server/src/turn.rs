@@ -22,9 +22,7 @@ use crate::message::{HistoryMessage, Role, ToolCall};
 use crate::provider::{ProviderError, StepRequest};
 use crate::state::AppState;
 use crate::store::{self, Store, StoreError, ToolResultRow, turn_status};
-use crate::telemetry::{
-    Measured, RunningTurn, StopReason, TurnCounters, panic_message, take_captured_panic,
-};
+use crate::telemetry::{Measured, RunningTurn, StopReason, TurnCounters, take_captured_panic};
 use crate::tools::ToolError;
 
 /// New streamed text is appended to the stored message once this many bytes are pending.
@@ -334,7 +332,7 @@ async fn run_turn(
             (turn_status::ERROR, Some(e.to_string()), Some(e.code().to_owned()))
         }
         Ending::Finished(Err(payload)) => {
-            let message = panic_message(payload.as_ref());
+            let message = dispatch_telemetry::crash::panic_message(payload.as_ref());
             let captured = take_captured_panic();
             // The panic hook already wrote the one `panic` record (with backtrace, conversation
             // and turn: `Measured` names the turn around each poll). That kind has no place for

@@ -35,7 +35,7 @@ use std::path::PathBuf;
 pub use child::{ALTSTACK_BYTES, ChildGuard, install_thread_altstack};
 pub use dump::{DUMP_EXTENSION, DumpSummary, is_secret_name, scrub, summarize};
 pub use panic_hook::{
-    PANIC_FLUSH_WAIT, PanicContext, TurnContext, current_turn, install_panic_hook,
+    PANIC_FLUSH_WAIT, PanicContext, TurnContext, current_turn, install_panic_hook, panic_message,
     set_current_turn, set_panic_backtraces, set_panic_context,
 };
 pub use signals::{CRASH_SIGNALS, signal_name};

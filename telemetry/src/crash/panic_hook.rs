@@ -64,6 +64,17 @@ pub fn set_panic_context(f: impl Fn() -> PanicContext + Send + Sync + 'static) -
     CONTEXT.set(Box::new(f)).is_ok()
 }
 
+/// A panic payload as text: the `&str` or `String` it carries, or a placeholder.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}
+
 /// How long the hook waits for the `panic` record to be written and synced.
 pub const PANIC_FLUSH_WAIT: Duration = Duration::from_millis(500);
 
@@ -76,12 +87,7 @@ type FatalHook = Box<dyn Fn() + Send + Sync>;
 pub fn install_panic_hook(journal: Journal, on_fatal: Option<FatalHook>) {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let payload = info.payload();
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "(non-string panic payload)".to_string());
+        let message = panic_message(info.payload());
         let thread = std::thread::current();
         let thread_name = thread.name().unwrap_or("(unnamed)").to_string();
         let fatal = thread_name == "main";
