@@ -35,19 +35,9 @@ pub fn use_color(choice: ColorChoice) -> bool {
     }
 }
 
-/// Bytes in KiB/MiB/GiB with one decimal.
+/// Bytes in KiB/MiB/GiB with one decimal (the charts' formatter, so text and pictures agree).
 pub fn bytes(b: f64) -> String {
-    let a = b.abs();
-    let (v, u) = if a >= 1024.0 * 1024.0 * 1024.0 {
-        (b / (1024.0 * 1024.0 * 1024.0), "GiB")
-    } else if a >= 1024.0 * 1024.0 {
-        (b / (1024.0 * 1024.0), "MiB")
-    } else if a >= 1024.0 {
-        (b / 1024.0, "KiB")
-    } else {
-        return format!("{b:.0} B");
-    };
-    format!("{v:.1} {u}")
+    crate::chart::human_bytes(b)
 }
 
 /// `YYYY-MM-DD HH:MM UTC`.
