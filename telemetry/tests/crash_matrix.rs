@@ -74,19 +74,28 @@ fn crash(case: &str) -> ! {
     }
 }
 
-/// Runs one case and checks everything it left.
-fn check(test: &str, case: &str, signo: i32, name: &str) {
+/// In the re-executed processes, be the service; in the test itself, run `case` as the
+/// service (this binary again, filtered to `test`) in a fresh directory and return what it
+/// left: the directory and the monitor's status and output.
+fn run_case(test: &str, case: &str) -> (tempfile::TempDir, std::process::Output) {
     if let (Ok(c), Ok(d)) = (std::env::var(CASE), std::env::var(DIR)) {
         service(&c, Path::new(&d));
     }
     let dir = tempfile::tempdir().unwrap();
-    let status = Command::new(std::env::current_exe().unwrap())
+    let out = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env(CASE, case)
         .env(DIR, dir.path())
         .env("OPENAI_API_KEY", "sk-test-secret-value-1234")
-        .status()
+        .output()
         .unwrap();
+    (dir, out)
+}
+
+/// Runs one case and checks everything it left.
+fn check(test: &str, case: &str, signo: i32, name: &str) {
+    let (dir, out) = run_case(test, case);
+    let status = out.status;
     // The monitor exits the way its child did: the service manager sees the real signal.
     assert_eq!(status.signal(), Some(signo), "{case}: monitor status {status:?}");
 
@@ -175,21 +184,10 @@ fn stack_overflow() {
 
 #[test]
 fn a_dump_that_cannot_be_written_is_said_so_in_the_journal_and_on_stderr() {
-    if let (Ok(c), Ok(d)) = (std::env::var(CASE), std::env::var(DIR)) {
-        service(&c, Path::new(&d));
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "a_dump_that_cannot_be_written_is_said_so_in_the_journal_and_on_stderr",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CASE, "segv-no-dump")
-        .env(DIR, dir.path())
-        .output()
-        .unwrap();
+    let (dir, out) = run_case(
+        "a_dump_that_cannot_be_written_is_said_so_in_the_journal_and_on_stderr",
+        "segv-no-dump",
+    );
     assert_eq!(
         out.status.signal(),
         Some(libc::SIGSEGV),
