@@ -34,14 +34,13 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use dispatch_journal::record::{JournalDropped, SegmentHeader};
 use dispatch_journal::{PendingLine, Record, SegmentName, Timestamp, env};
 use parking_lot::{Condvar, Mutex};
 
-use crate::config::{ConfigError, env_millis, env_parse, env_string};
+use crate::config::{ConfigError, env_parse, env_string};
 
 /// Where the journal goes, and how it is bounded. Build with [`JournalBuilder::new`].
 #[derive(Debug, Clone)]
@@ -143,7 +142,6 @@ impl JournalBuilder {
         if let Some(n) = env_parse(env::JOURNAL_QUEUE_LINES, "a number of lines")? {
             self = self.queue_lines(n);
         }
-        let _ = env_millis; // durations have no env var yet
         Ok(self)
     }
 
@@ -198,11 +196,14 @@ impl JournalBuilder {
             }
         }
         let weak = Arc::downgrade(&shared);
-        let thread = std::thread::Builder::new()
+        // Detached: the thread holds only a Weak, so once the last Journal (the last strong
+        // Arc<Shared>) is gone it makes a final sync and exits within one interval; dropping a
+        // Journal never waits for it.
+        std::thread::Builder::new()
             .name("dispatch-journal-io".into())
             .spawn(move || io_thread(weak))
             .map_err(JournalError::Thread)?;
-        Ok(Journal { shared, _owner: Arc::new(Owner { thread: Mutex::new(Some(thread)) }) })
+        Ok(Journal { shared })
     }
 }
 
@@ -255,7 +256,6 @@ impl JournalError {
 #[derive(Clone)]
 pub struct Journal {
     shared: Arc<Shared>,
-    _owner: Arc<Owner>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -401,21 +401,6 @@ impl Journal {
     pub fn current_segment_path(&self) -> Option<PathBuf> {
         let g = self.shared.state.lock();
         g.as_ref().map(|seg| self.shared.cfg.dir.join(seg.name.file_name()))
-    }
-}
-
-/// Stops the background thread when the last [`Journal`] clone drops.
-struct Owner {
-    thread: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Drop for Owner {
-    fn drop(&mut self) {
-        // The thread holds only a Weak: once the last Journal (and with it the last strong
-        // Arc<Shared>) is gone, its next upgrade fails and it exits after a final sync. We
-        // cannot wake it here (Shared may already be gone), so it exits within one interval;
-        // do not join, to keep drop bounded.
-        drop(self.thread.lock().take());
     }
 }
 
