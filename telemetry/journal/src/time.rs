@@ -136,11 +136,10 @@ impl Timestamp {
                 millis *= 10;
             }
         }
-        let mut leap = false;
         if second == 60 {
+            // A leap second reads as the last millisecond of :59.
             second = 59;
             millis = 999;
-            leap = true;
         }
         let offset_min: i64 = match b.get(i) {
             Some(b'Z' | b'z') if i + 1 == b.len() => 0,
@@ -160,7 +159,6 @@ impl Timestamp {
                 ));
             }
         };
-        let _ = leap;
         let days = days_from_civil(i64::from(year), month, day);
         let ms = days * 86_400_000
             + i64::from(hour) * 3_600_000

@@ -484,8 +484,9 @@ impl Shared {
     /// Writes one line under the segment lock, rotating first if it would overflow.
     fn append(&self, seg: &mut Segment, line: &PendingLine) -> bool {
         let len = line.len_with_seq(seg.next_seq) as u64;
-        if seg.bytes > 0 && seg.bytes + len > self.cfg.max_segment_bytes && !self.rotate(seg) {
-            // Rotation failed: keep writing to the old segment rather than lose lines.
+        if seg.bytes > 0 && seg.bytes + len > self.cfg.max_segment_bytes {
+            // If rotation fails, keep writing to the old segment rather than lose lines.
+            self.rotate(seg);
         }
         self.write_line(seg, line)
     }
@@ -535,12 +536,14 @@ impl Shared {
         ok
     }
 
-    fn rotate(&self, seg: &mut Segment) -> bool {
+    /// Opens the next segment (header first) and hands the old one to the io thread to sync.
+    /// On failure (warned once) `seg` stays the current segment.
+    fn rotate(&self, seg: &mut Segment) {
         let next = match self.open_segment(seg.name.segment + 1, seg.next_seq) {
             Ok(n) => n,
             Err((path, e)) => {
                 self.warn_once(&format!("rotating to {}: {e}", path.display()));
-                return false;
+                return;
             }
         };
         let old = std::mem::replace(seg, next);
@@ -552,7 +555,6 @@ impl Shared {
         io.retention_needed = true;
         io.sync_requested = true;
         self.io_wake.notify_all();
-        true
     }
 
     fn enqueue(&self, line: PendingLine) -> bool {
