@@ -17,18 +17,18 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::activity::StopReason;
 use crate::admin;
 use crate::collector::CollectorState;
 use crate::config::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 use crate::error::ApiError;
+use crate::extract::{parse_body, path_id};
 use crate::ids;
 use crate::state::AppState;
 use crate::store::{self, Delete, TurnStart, turn_status};
-use crate::telemetry::StopReason;
 use crate::turn::{self, TurnEvent, TurnSummary};
 
 /// Response header carrying the id of a started turn (useful with SSE, to cancel it).
@@ -60,46 +60,6 @@ async fn no_route(uri: Uri) -> ApiError {
 
 async fn method_not_allowed(method: Method) -> ApiError {
     ApiError::MethodNotAllowed(method.to_string())
-}
-
-/// Parses a JSON body: size, content type, UTF-8 and JSON are each checked with their own
-/// error. `Ok(None)` for an empty body when `allow_empty`.
-pub(crate) fn parse_body<T: DeserializeOwned>(
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-    limit: usize,
-    allow_empty: bool,
-) -> Result<Option<T>, ApiError> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::BodyTooLarge { limit }
-        } else {
-            ApiError::BodyUnreadable(rejection.body_text())
-        }
-    })?;
-    if body.is_empty() && allow_empty {
-        return Ok(None);
-    }
-    let content_type =
-        headers.get(CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let is_json = content_type.as_deref().is_some_and(|ct| {
-        let essence = ct.split(';').next().unwrap_or("").trim();
-        essence.eq_ignore_ascii_case("application/json")
-    });
-    if !is_json {
-        return Err(ApiError::UnsupportedMediaType { got: content_type.unwrap_or_default() });
-    }
-    let text = std::str::from_utf8(&body)
-        .map_err(|e| ApiError::InvalidUtf8 { offset: e.valid_up_to() })?;
-    serde_json::from_str(text).map(Some).map_err(|e| ApiError::BadJson(e.to_string()))
-}
-
-fn path_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
-    let Path(id) = path.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
-    if !ids::is_plausible(&id) {
-        return Err(ApiError::ConversationNotFound(id));
-    }
-    Ok(id)
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -22,11 +22,14 @@
 //! # }
 //! ```
 
+pub mod activity;
 pub mod admin;
 pub mod api;
 pub mod collector;
 pub mod config;
 pub mod error;
+pub mod extract;
+pub mod faults;
 pub mod ids;
 pub mod limiter;
 pub mod message;
@@ -34,13 +37,14 @@ pub mod provider;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod sys;
 pub mod telemetry;
 pub mod tools;
 pub mod turn;
 
+pub use activity::Activity;
 pub use api::app;
 pub use config::{Config, Settings};
 pub use error::ApiError;
 pub use server::{StopReport, serve, stop_signal};
 pub use state::{AppState, StartError};
-pub use telemetry::Activity;

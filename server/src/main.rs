@@ -15,7 +15,7 @@ use dispatch_server::config::Settings;
 use dispatch_server::state::Supervision;
 use dispatch_server::telemetry::{CrashMonitorStatus, OnFatalPanic};
 use dispatch_server::{Activity, AppState, Config, serve, stop_signal, telemetry};
-use dispatch_telemetry::crash::{CrashBuilder, Supervised};
+use dispatch_telemetry::crash::{CrashBuilder, PanicContext, Supervised};
 use dispatch_telemetry::journal::JournalBuilder;
 use dispatch_telemetry::memory::SamplerBuilder;
 
@@ -89,13 +89,9 @@ fn run(settings: Settings, supervised: Supervised) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&settings.var_dir)
         .with_context(|| format!("creating the var directory {}", settings.var_dir.display()))?;
-    // Flags and their environment variables are parsed by clap; `with_env` runs first so
-    // that a flag given on the command line wins over the variable.
-    let mut builder = JournalBuilder::new(&settings.journal_dir)
-        .service(settings.service.clone())
-        .with_env()
-        .context("journal settings")?
-        .service(settings.service.clone());
+    // Flags and their environment variables were read once, by clap: the builders get the
+    // resolved values and do not read the environment again.
+    let mut builder = JournalBuilder::new(&settings.journal_dir).service(settings.service.clone());
     if let Some(bytes) = settings.journal_segment_bytes {
         builder = builder.max_segment_bytes(bytes);
     }
@@ -145,8 +141,6 @@ fn run(settings: Settings, supervised: Supervised) -> anyhow::Result<()> {
     let activity = Arc::new(Activity::new(settings.max_turns_in_flight, settings.max_queue_depth));
     let sampler = if settings.sampler_enabled {
         let sampler = SamplerBuilder::new()
-            .with_env()
-            .context("sampler settings")?
             .interval(settings.sample_interval)
             .load_source(activity.clone())
             .start(journal.clone())
@@ -164,7 +158,13 @@ fn run(settings: Settings, supervised: Supervised) -> anyhow::Result<()> {
     let (state, report) =
         AppState::start_supervised(settings, journal.clone(), activity, sampler, supervision)
             .context("starting the server")?;
-    telemetry::set_panic_context(state.clone());
+    // Every `panic` record gets the conversations active and the sampler's last sample. The
+    // turns map is only tried, never waited for, inside the hook.
+    let context = state.clone();
+    dispatch_telemetry::crash::set_panic_context(move || PanicContext {
+        active_conversations: context.activity.try_active_conversations().unwrap_or_default(),
+        memory: context.sampler.as_ref().and_then(|s| s.last()),
+    });
     if !report.repairs.is_empty() {
         eprintln!(
             "dispatch-server: repair-and-seal: {} repairs, {} turns sealed",

@@ -9,12 +9,13 @@ use dispatch_journal::record::{ConversationRepair, TurnEnd};
 use dispatch_telemetry::journal::Journal;
 use dispatch_telemetry::memory::Sampler;
 
-use crate::admin::Faults;
+use crate::activity::Activity;
 use crate::collector::CollectorStatus;
 use crate::config::{ProviderKind, Settings};
+use crate::faults::Faults;
 use crate::provider::{OpenAiProvider, Provider, ProviderError, SimProvider};
 use crate::store::{RepairReport, Store, StoreError};
-use crate::telemetry::{Activity, CrashMonitorStatus};
+use crate::telemetry::CrashMonitorStatus;
 use crate::tools::{ToolSettings, Tools};
 
 /// A failure while building the state at start.

@@ -337,18 +337,8 @@ impl Tools {
 struct ProcessGroup(u32);
 
 impl Drop for ProcessGroup {
-    #[allow(unsafe_code)]
     fn drop(&mut self) {
-        let Ok(pgid) = libc::pid_t::try_from(self.0) else { return };
-        if pgid <= 1 {
-            return;
-        }
-        // SAFETY: kill(2) has no memory-safety preconditions; the negative pid names the
-        // process group the child leads (spawned with process_group(0)). The group id cannot
-        // be reused while any member lives, and once it is empty the call fails with ESRCH.
-        unsafe {
-            libc::kill(-pgid, libc::SIGKILL);
-        }
+        crate::sys::kill_process_group(self.0);
     }
 }
 

@@ -2,7 +2,7 @@
 //! panics caught at its boundary: an error or a panic ends that turn only (outcome `error`,
 //! journaled), and every other turn keeps streaming.
 //!
-//! A step streams provider text into a [`StepSink`] that forwards tokens to the client and
+//! A step streams provider text into a [`TurnSink`] (the provider's [`StepSink`]) that forwards tokens to the client and
 //! appends them to the stored assistant message every [`FLUSH_BYTES`] or [`FLUSH_INTERVAL`],
 //! so a crash mid-step leaves the partial output on disk for repair-and-seal to keep.
 
@@ -18,11 +18,12 @@ use futures_util::FutureExt;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::activity::{Measured, RunningTurn, StopReason, TurnCounters};
 use crate::message::{HistoryMessage, Role, ToolCall};
-use crate::provider::{ProviderError, StepRequest};
+use crate::provider::{ProviderError, StepRequest, StepSink};
 use crate::state::AppState;
 use crate::store::{self, Store, StoreError, ToolResultRow, turn_status};
-use crate::telemetry::{Measured, RunningTurn, StopReason, TurnCounters, take_captured_panic};
+use crate::telemetry::take_captured_panic;
 use crate::tools::ToolError;
 
 /// New streamed text is appended to the stored message once this many bytes are pending.
@@ -165,7 +166,7 @@ impl EventTx {
 }
 
 /// Receives one step's streamed text: forwards each token, appends to the stored message.
-pub struct StepSink<'a> {
+pub struct TurnSink<'a> {
     store: &'a Store,
     message: i64,
     events: &'a mut EventTx,
@@ -176,9 +177,8 @@ pub struct StepSink<'a> {
     error: Option<StoreError>,
 }
 
-impl StepSink<'_> {
-    /// Takes one token of model output.
-    pub async fn token(&mut self, token: &str) {
+impl StepSink for TurnSink<'_> {
+    async fn token(&mut self, token: &str) {
         if token.is_empty() {
             return;
         }
@@ -194,7 +194,9 @@ impl StepSink<'_> {
             self.flush().await;
         }
     }
+}
 
+impl TurnSink<'_> {
     async fn flush(&mut self) {
         if self.error.is_some() || self.flushed == self.text.len() {
             return;
@@ -446,7 +448,7 @@ async fn turn_body(
         progress.steps += 1;
         let (conv, turn) = (t.conversation.clone(), t.turn.clone());
         let message = state.store.call(move |c| store::begin_assistant(c, &conv, &turn)).await?;
-        let mut sink = StepSink {
+        let mut sink = TurnSink {
             store: &state.store,
             message,
             events: &mut *events,

@@ -4,9 +4,10 @@
 pub mod openai;
 pub mod sim;
 
+use std::future::Future;
+
 use crate::message::{HistoryMessage, ToolCall};
 use crate::tools::ToolSpec;
-use crate::turn::StepSink;
 
 pub use openai::OpenAiProvider;
 pub use sim::SimProvider;
@@ -61,6 +62,13 @@ impl ProviderError {
     }
 }
 
+/// Where a provider streams one step's text. The turn loop implements it (forwarding each
+/// token to the client and appending it to the stored message); providers only call it.
+pub trait StepSink: Send {
+    /// Takes one token of model output (empty tokens may be passed and are ignored).
+    fn token(&mut self, token: &str) -> impl Future<Output = ()> + Send;
+}
+
 /// What a provider gets for one step.
 #[derive(Debug, Clone, Copy)]
 pub struct StepRequest<'a> {
@@ -108,7 +116,7 @@ impl Provider {
     pub async fn step(
         &self,
         req: StepRequest<'_>,
-        sink: &mut StepSink<'_>,
+        sink: &mut impl StepSink,
     ) -> Result<Vec<ToolCall>, ProviderError> {
         match self {
             Self::Sim(p) => p.step(req, sink).await,

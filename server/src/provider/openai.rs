@@ -15,9 +15,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
-use super::{ProviderError, StepRequest};
+use super::{ProviderError, StepRequest, StepSink};
 use crate::message::{HistoryMessage, Role, ToolCall};
-use crate::turn::StepSink;
 
 /// Connect timeout for the provider's HTTP connections.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -96,7 +95,7 @@ impl OpenAiProvider {
     pub async fn step(
         &self,
         req: StepRequest<'_>,
-        sink: &mut StepSink<'_>,
+        sink: &mut impl StepSink,
     ) -> Result<Vec<ToolCall>, ProviderError> {
         let url = self.url.to_string();
         let body = serde_json::to_vec(&self.request_body(&req))

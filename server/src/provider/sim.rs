@@ -21,9 +21,8 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::{ProviderError, StepRequest};
+use super::{ProviderError, StepRequest, StepSink};
 use crate::message::{Role, ToolCall};
-use crate::turn::StepSink;
 
 /// Most steps a script may ask for (the server's `--max-steps` applies too).
 pub const MAX_SCRIPTED_STEPS: u32 = 1000;
@@ -161,7 +160,7 @@ impl SimProvider {
     pub async fn step(
         &self,
         req: StepRequest<'_>,
-        sink: &mut StepSink<'_>,
+        sink: &mut impl StepSink,
     ) -> Result<Vec<ToolCall>, ProviderError> {
         let user_at = req.history.iter().rposition(|m| m.role == Role::User);
         let message = user_at.map(|i| req.history[i].content.as_str()).unwrap_or("");
@@ -206,7 +205,7 @@ impl SimProvider {
 
 /// Streams `text` word by word (a word and its trailing space per token) at `rate` tokens per
 /// second, paced against the start time so sleeps do not accumulate drift.
-async fn stream(text: &str, rate: u32, sink: &mut StepSink<'_>) {
+async fn stream(text: &str, rate: u32, sink: &mut impl StepSink) {
     let start = Instant::now();
     let mut rest = text;
     let mut i: u64 = 0;

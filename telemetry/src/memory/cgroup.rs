@@ -4,7 +4,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use dispatch_journal::record::{CgroupEvents, CgroupMemory};
+use dispatch_journal::record::{CgroupEvents, CgroupMemory, Limits};
 
 pub(super) struct CgroupFiles {
     current: File,
@@ -72,6 +72,17 @@ pub(super) fn parse_events(text: &str) -> CgroupEvents {
         }
     }
     e
+}
+
+/// `memory.high` and `memory.max` of the process's cgroup v2, each absent when unlimited
+/// (`max`) or unreadable; `None` without a cgroup v2 memory controller or when both are absent.
+pub fn memory_limits() -> Option<Limits> {
+    let dir = cgroup_dir()?;
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name)).ok().and_then(|s| s.trim().parse::<u64>().ok())
+    };
+    let limits = Limits { memory_high: read("memory.high"), memory_max: read("memory.max") };
+    (limits != Limits::default()).then_some(limits)
 }
 
 /// The `oom_kill` count of the process's cgroup v2 (`None` without one).

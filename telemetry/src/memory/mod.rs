@@ -9,6 +9,8 @@
 //! error records reuse [`Sampler::last`].
 
 pub(crate) mod cgroup;
+
+pub use cgroup::memory_limits;
 #[cfg(feature = "jemalloc")]
 pub mod jemalloc;
 mod procfs;
