@@ -13,8 +13,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(name = "dispatchctl", version, about, long_about = None)]
 #[deny(missing_docs)]
 pub struct Cli {
-    /// Traces database to read.
-    #[arg(long, global = true, env = "DISPATCH_TRACES_DB", value_name = "PATH")]
+    /// Traces database to read (`--db` is the old spelling).
+    #[arg(
+        long = "traces-db",
+        visible_alias = "db",
+        global = true,
+        env = "DISPATCH_TRACES_DB",
+        value_name = "PATH"
+    )]
     pub db: Option<PathBuf>,
     /// Read this journal directory instead: it is first drained into a cached database beside
     /// it (`<DIR>.dispatchctl.db`).
@@ -32,7 +38,7 @@ pub struct Cli {
         global = true,
         env = "DISPATCH_VAR_DIR",
         value_name = "DIR",
-        default_value = "./var"
+        default_value = dispatch_journal::paths::DEFAULT_VAR_DIR
     )]
     pub var_dir: PathBuf,
     /// Print one JSON document (schema: docs/CLI.md) instead of text.

@@ -14,4 +14,5 @@ pub mod heap;
 pub mod mem;
 pub mod output;
 pub mod stats;
-pub mod synth;
+/// Synthetic journals with a known verdict (`journal synth`): the `dispatch-synth` crate's scenarios.
+pub use dispatch_synth::scenario as synth;

@@ -50,10 +50,13 @@ impl Settings {
             }
             return Ok(Settings { db, skipped_input: summary.skipped_input() });
         }
-        let db = cli.db.clone().unwrap_or_else(|| cli.var_dir.join("traces.db"));
+        let db = cli
+            .db
+            .clone()
+            .unwrap_or_else(|| dispatch_journal::paths::VarDir::new(&cli.var_dir).traces_db());
         if !db.exists() {
             bail!(
-                "no traces database at {} (pass --db PATH, --journal DIR, or run the server, whose embedded collector writes it)",
+                "no traces database at {} (pass --traces-db PATH, --journal DIR, or run the server, whose embedded collector writes it)",
                 db.display()
             );
         }

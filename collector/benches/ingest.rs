@@ -1,6 +1,6 @@
 //! Ingest and query benchmarks (harness = false; `cargo bench -p dispatch-collector`).
 //!
-//! 1. A 1M-line journal with the realistic kind mix of `tests/support/synth.rs` is drained
+//! 1. A 1M-line journal with the realistic kind mix of `dispatch_synth::mix` is drained
 //!    into a fresh, indexed traces database by [`Collector::drain_once`] (median of runs).
 //! 2. In the same run, anchors over the same rows: sqlite3's own `.import` of the rows as CSV
 //!    (`/usr/bin/sqlite3`, same tables and indexes, same page size, WAL and synchronous), and
@@ -13,8 +13,7 @@
 
 #![allow(clippy::unwrap_used, missing_docs)] // a bench: a failed unwrap is a failed bench
 
-#[path = "../tests/support/synth.rs"]
-mod synth;
+use dispatch_synth::mix as synth;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -77,6 +77,7 @@ mod rows;
 pub mod schema;
 pub mod status;
 mod store;
+pub mod sys;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

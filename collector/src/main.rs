@@ -22,13 +22,13 @@ use dispatch_collector::{Collector, Summary, schema, status};
 struct Cli {
     /// Root of what the server keeps on disk; the journal and the database default to
     /// VAR_DIR/journal and VAR_DIR/traces.db.
-    #[arg(long, env = "DISPATCH_VAR_DIR", default_value = "./var")]
+    #[arg(long, env = "DISPATCH_VAR_DIR", default_value = dispatch_journal::paths::DEFAULT_VAR_DIR)]
     var_dir: PathBuf,
     /// Journal directory to drain (default: VAR_DIR/journal).
     #[arg(long, visible_alias = "journal-dir", env = "DISPATCH_JOURNAL_DIR")]
     journal: Option<PathBuf>,
     /// Traces database, created 0600 when missing (default: VAR_DIR/traces.db).
-    #[arg(long, visible_alias = "traces-db", env = "DISPATCH_TRACES_DB")]
+    #[arg(long = "traces-db", visible_alias = "db", env = "DISPATCH_TRACES_DB")]
     db: Option<PathBuf>,
     /// Keep tailing the journal (new lines, new segments) until SIGTERM or SIGINT.
     #[arg(long, conflicts_with = "status")]
@@ -65,11 +65,12 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let db = cli.db.clone().unwrap_or_else(|| cli.var_dir.join("traces.db"));
+    let var = dispatch_journal::paths::VarDir::new(&cli.var_dir);
+    let db = cli.db.clone().unwrap_or_else(|| var.traces_db());
     if cli.status {
         return print_status(&cli, &db);
     }
-    let journal = cli.journal.clone().unwrap_or_else(|| cli.var_dir.join("journal"));
+    let journal = cli.journal.clone().unwrap_or_else(|| var.journal_dir());
     let retention =
         (cli.retention_days > 0).then(|| Duration::from_secs(cli.retention_days * 86_400));
     let mut collector = Collector::builder(&journal, &db)
@@ -77,8 +78,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .open()
         .with_context(|| format!("opening {}", db.display()))?;
     let summary = if cli.follow {
-        signal::install().context("installing the SIGTERM handler")?;
-        collector.follow(signal::stop_flag())
+        dispatch_collector::sys::install_stop_handler()
+            .context("installing the SIGTERM handler")?;
+        collector.follow(dispatch_collector::sys::stop_flag())
     } else {
         let bar =
             (!cli.no_progress && std::io::stderr().is_terminal()).then(|| progress_bar(&collector));
@@ -183,41 +185,4 @@ fn progress_bar(c: &Collector) -> (std::sync::Arc<AtomicBool>, std::thread::Join
         }
     });
     (done, handle)
-}
-
-mod signal {
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    static STOP: AtomicBool = AtomicBool::new(false);
-
-    /// Set by SIGTERM or SIGINT.
-    pub fn stop_flag() -> &'static AtomicBool {
-        &STOP
-    }
-
-    extern "C" fn on_signal(_signo: libc::c_int) {
-        // Only an atomic store: async-signal-safe.
-        STOP.store(true, Ordering::Relaxed);
-    }
-
-    /// Installs the SIGTERM and SIGINT handler that sets [`stop_flag`].
-    #[allow(unsafe_code)] // sigaction has no safe wrapper in std; tokio is not used here.
-    pub fn install() -> std::io::Result<()> {
-        for signo in [libc::SIGTERM, libc::SIGINT] {
-            // SAFETY: `sigaction` is zero-initialisable (a plain C struct: an all-zero value is
-            // "default handler, empty mask, no flags"). The handler we install only stores to a
-            // static atomic, which is async-signal-safe, and it lives for the whole program.
-            let rc = unsafe {
-                let mut act: libc::sigaction = std::mem::zeroed();
-                act.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-                act.sa_flags = libc::SA_RESTART;
-                libc::sigemptyset(&mut act.sa_mask);
-                libc::sigaction(signo, &act, std::ptr::null_mut())
-            };
-            if rc != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        Ok(())
-    }
 }

@@ -783,22 +783,9 @@ pub(crate) enum ReaderFailure {
     Error(CollectorError),
 }
 
-/// Position of the first `\n`, eight bytes at a time (the reader scans every journal byte).
+/// Position of the first `\n` (the reader scans every journal byte: memchr's SIMD search).
 pub(crate) fn find_newline(b: &[u8]) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    const NL: u64 = 0x0a0a_0a0a_0a0a_0a0a;
-    let mut i = 0;
-    let mut chunks = b.chunks_exact(8);
-    for c in &mut chunks {
-        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) ^ NL;
-        let zero = w.wrapping_sub(LO) & !w & HI;
-        if zero != 0 {
-            return Some(i + (zero.trailing_zeros() / 8) as usize);
-        }
-        i += 8;
-    }
-    chunks.remainder().iter().position(|&c| c == b'\n').map(|p| i + p)
+    memchr::memchr(b'\n', b)
 }
 
 fn marker_path(segment: &Path) -> PathBuf {
@@ -824,7 +811,7 @@ fn read_header(path: &Path) -> HeaderRead {
     if f.take(MAX_LINE_BYTES as u64 + 1).read_to_end(&mut buf).is_err() {
         return HeaderRead::NotYet;
     }
-    let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
+    let Some(nl) = find_newline(&buf) else {
         if buf.len() > MAX_LINE_BYTES {
             buf.truncate(4096);
             return HeaderRead::Missing {

@@ -4,8 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
-#[path = "support/synth.rs"]
-mod synth;
+use dispatch_synth::mix as synth;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -300,7 +299,7 @@ fn every_kind_lands_in_its_table() {
     }
     let unknown = format!(
         "{{\"v\":1,\"ts\":\"2026-06-28T00:00:01.000Z\",\"kind\":\"future.kind\",\"boot\":\"{}\",\"seq\":{},\"service\":\"dispatch\",\"x\":1}}\n",
-        g.boot, g.seq
+        g.lines.boot, g.lines.seq
     );
     bytes.extend(unknown.as_bytes());
     bytes.extend(b"{\"v\":2,\"whatever\":true}\n");

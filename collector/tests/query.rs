@@ -4,8 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
-#[path = "support/synth.rs"]
-mod synth;
+use dispatch_synth::mix as synth;
 
 use std::path::Path;
 use std::time::Duration;

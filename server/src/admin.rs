@@ -173,7 +173,7 @@ pub async fn pprof_heap(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, &uri)?;
-    let dir = state.settings.var_dir.join("heap");
+    let dir = dispatch_journal::paths::VarDir::new(&state.settings.var_dir).heap_dir();
     let boot = state.journal.boot().to_owned();
     let (path, bytes) = tokio::task::spawn_blocking(move || dump_heap_profile(&dir, &boot))
         .await

@@ -14,7 +14,7 @@ use clap::{ArgAction, Parser};
 /// Address the HTTP API listens on. Env: `DISPATCH_ADDR`.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:24991";
 /// Root of everything the server keeps on disk. Env: `DISPATCH_VAR_DIR`.
-pub const DEFAULT_VAR_DIR: &str = "./var";
+pub const DEFAULT_VAR_DIR: &str = dispatch_journal::paths::DEFAULT_VAR_DIR;
 /// Service name written in journal envelopes and segment names. Env: `DISPATCH_SERVICE`.
 pub const DEFAULT_SERVICE: &str = "dispatch";
 /// Turns holding a provider slot at once. Env: `DISPATCH_MAX_TURNS_IN_FLIGHT`.
@@ -96,8 +96,8 @@ pub struct Config {
     /// Root of everything the server keeps on disk.
     #[arg(long, env = "DISPATCH_VAR_DIR", default_value = DEFAULT_VAR_DIR)]
     pub var_dir: PathBuf,
-    /// Conversation database [default: <var dir>/dispatch.db].
-    #[arg(long, env = "DISPATCH_DB")]
+    /// Conversation database [default: <var dir>/dispatch.db]. (`--db` is the old spelling.)
+    #[arg(long = "conversation-db", visible_alias = "db", env = "DISPATCH_DB")]
     pub db: Option<PathBuf>,
     /// Journal directory [default: <var dir>/journal].
     #[arg(long, env = "DISPATCH_JOURNAL_DIR")]
@@ -220,8 +220,7 @@ pub struct Config {
 impl Config {
     /// Resolves derived paths and defaults into [`Settings`].
     pub fn resolve(self) -> Settings {
-        let var = self.var_dir.clone();
-        let under = |p: Option<PathBuf>, name: &str| p.unwrap_or_else(|| var.join(name));
+        let var = dispatch_journal::paths::VarDir::new(&self.var_dir);
         let model = self.model.clone().unwrap_or_else(|| match self.provider {
             ProviderKind::Sim => SIM_MODEL.to_owned(),
             ProviderKind::Openai => DEFAULT_OPENAI_MODEL.to_owned(),
@@ -229,11 +228,11 @@ impl Config {
         Settings {
             addr: self.addr,
             addr_file: self.addr_file,
-            db: under(self.db, "dispatch.db"),
-            journal_dir: under(self.journal_dir, "journal"),
-            traces_db: under(self.traces_db, "traces.db"),
+            db: self.db.unwrap_or_else(|| var.conversation_db()),
+            journal_dir: self.journal_dir.unwrap_or_else(|| var.journal_dir()),
+            traces_db: self.traces_db.unwrap_or_else(|| var.traces_db()),
             collector_enabled: !self.no_collector,
-            crash_dir: under(self.crash_dir, "crashes"),
+            crash_dir: self.crash_dir.unwrap_or_else(|| var.crash_dir()),
             crash_budget_bytes: self.crash_budget_bytes,
             crash_monitor: self.crash_monitor && !self.no_crash_monitor,
             admin_token: self.admin_token.filter(|t| !t.is_empty()).map(AdminToken),
@@ -241,7 +240,7 @@ impl Config {
             journal_segment_bytes: self.journal_segment_bytes,
             journal_budget_bytes: self.journal_budget_bytes,
             journal_queue_lines: self.journal_queue_lines,
-            tool_output_dir: under(self.tool_output_dir, "tool-output"),
+            tool_output_dir: self.tool_output_dir.unwrap_or_else(|| var.tool_output_dir()),
             var_dir: self.var_dir,
             provider: self.provider,
             model,

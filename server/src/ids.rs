@@ -1,26 +1,8 @@
-//! Ids for conversations, turns and tool calls: UUID v4 strings from the kernel's randomness.
+//! Ids for conversations, turns and tool calls: UUID v4 strings from the OS's randomness.
 
-use std::io::Read;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-static FALLBACK: AtomicU64 = AtomicU64::new(0);
-
-/// A new UUID v4 string. Reads `/dev/urandom`; if that fails, mixes time, pid and a counter
-/// (unique within this process, which is what ids need).
+/// A new UUID v4 string, from the OS's randomness.
 pub fn new_id() -> String {
-    let mut bytes = [0u8; 16];
-    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).is_ok();
-    if !ok {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        let n = FALLBACK.fetch_add(1, Ordering::Relaxed);
-        bytes[..8].copy_from_slice(&nanos.to_le_bytes());
-        bytes[8..12].copy_from_slice(&std::process::id().to_le_bytes());
-        bytes[12..].copy_from_slice(&(n as u32).to_le_bytes());
-    }
-    dispatch_journal::boot_id_from_random(bytes)
+    uuid::Uuid::new_v4().to_string()
 }
 
 /// Whether `s` looks like an id this server hands out (36 characters of hex and dashes).

@@ -43,5 +43,6 @@ pub mod config;
 pub mod crash;
 pub mod journal;
 pub mod memory;
+pub mod sys;
 
 pub use config::ConfigError;

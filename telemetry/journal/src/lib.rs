@@ -36,7 +36,7 @@
 
 pub mod codec;
 pub mod env;
-pub mod reader;
+pub mod paths;
 pub mod record;
 pub mod segment;
 pub mod time;
@@ -45,26 +45,9 @@ pub use codec::{
     DecodeError, Decoded, EncodeError, Envelope, Line, MAX_LINE_BYTES, PendingLine, Reason,
     SCHEMA_VERSION, decode_line, encode,
 };
-pub use reader::{Lines, Outcome, ReadLine};
 pub use record::{KINDS, Record};
 pub use segment::SegmentName;
 pub use time::Timestamp;
-
-/// Formats 16 random bytes as a UUID v4 (`xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx`), the form of
-/// a boot id. The caller supplies the randomness (the writer reads `/dev/urandom`).
-pub fn boot_id_from_random(mut bytes: [u8; 16]) -> String {
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let mut s = String::with_capacity(36);
-    for (i, b) in bytes.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            s.push('-');
-        }
-        s.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-        s.push(char::from(b"0123456789abcdef"[usize::from(b & 0xf)]));
-    }
-    s
-}
 
 #[cfg(test)]
 mod tests;

@@ -537,32 +537,3 @@ fn long_strings_are_cut_to_fit_and_marked_truncated() {
     let line = encode(&env, &r).unwrap();
     assert!(line.len() <= MAX_LINE_BYTES);
 }
-
-#[test]
-fn reader_numbers_lines_and_stops_at_a_torn_tail() {
-    let env = Envelope {
-        v: 1,
-        ts: Timestamp::from_unix_millis(1),
-        boot: "b".into(),
-        seq: 0,
-        service: "s".into(),
-        truncated: false,
-    };
-    let mut data = encode(&env, &Record::JournalDropped(JournalDropped { count: 1 })).unwrap();
-    data.extend_from_slice(b"garbage\n");
-    data.extend_from_slice(b"{\"v\":1,\"ts\"");
-    let lines: Vec<_> = Lines::new(&data[..]).collect::<Result<_, _>>().unwrap();
-    assert_eq!(lines.len(), 3);
-    assert!(matches!(lines[0].outcome, Outcome::Decoded(Decoded::Record(_))));
-    let Outcome::Invalid(e) = &lines[1].outcome else { panic!("{:?}", lines[1]) };
-    assert_eq!(e.line, 2);
-    assert_eq!(lines[1].offset, data.len() as u64 - 11 - 8);
-    assert!(matches!(lines[2].outcome, Outcome::Incomplete { bytes: 11 }));
-}
-
-#[test]
-fn boot_ids_are_uuid_v4() {
-    let id = boot_id_from_random([0xff; 16]);
-    assert_eq!(id, "ffffffff-ffff-4fff-bfff-ffffffffffff");
-    assert_eq!(boot_id_from_random([0; 16]), "00000000-0000-4000-8000-000000000000");
-}

@@ -29,7 +29,7 @@ pub(crate) fn list_segment_names(dir: &Path, service: &str) -> io::Result<Vec<Se
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -715,24 +715,7 @@ fn io_thread(weak: Weak<Shared>) {
     }
 }
 
-/// A fresh random boot id (UUID v4).
+/// A fresh random boot id (UUID v4, from the OS's randomness).
 pub fn new_boot_id() -> String {
-    dispatch_journal::boot_id_from_random(random_bytes())
-}
-
-/// 16 random bytes for the boot id, from the kernel's pool; falls back to time and pid,
-/// which is unique enough for a boot id if /dev/urandom is unreadable (seccomp, chroot).
-fn random_bytes() -> [u8; 16] {
-    let mut b = [0u8; 16];
-    if File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_ok() {
-        return b;
-    }
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    b[..8].copy_from_slice(&(t as u64).to_le_bytes());
-    b[8..12].copy_from_slice(&std::process::id().to_le_bytes());
-    b[12..].copy_from_slice(&((t >> 64) as u32).to_le_bytes());
-    b
+    uuid::Uuid::new_v4().to_string()
 }

@@ -21,7 +21,7 @@ impl ProcSelf {
         Ok(ProcSelf {
             statm,
             status: File::open("/proc/self/status").ok(),
-            page_size: page_size(),
+            page_size: crate::sys::page_size(),
             buf: vec![0; 4096],
         })
     }
@@ -77,14 +77,6 @@ pub(super) fn parse_status(b: &[u8], s: &mut MemorySample) {
             _ => v,
         });
     }
-}
-
-#[allow(unsafe_code)]
-fn page_size() -> u64 {
-    // SAFETY: sysconf takes an integer name and returns an integer; it touches no memory of
-    // ours and is thread-safe.
-    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if n > 0 { n as u64 } else { 4096 }
 }
 
 #[cfg(test)]

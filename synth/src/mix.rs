@@ -1,52 +1,35 @@
-//! A synthetic journal with a realistic kind mix, built with `dispatch_journal::encode` only
-//! (never the collector under test). Shared by the tests and `benches/ingest.rs`.
-#![allow(dead_code)]
+//! A journal with the realistic kind mix of a busy server, for the collector's exactly-once
+//! tests and its ingest benchmark.
 
 use dispatch_journal::record::*;
-use dispatch_journal::{Envelope, Record, SegmentName, Timestamp, encode};
+use dispatch_journal::{Record, SegmentName, Timestamp};
+
+use crate::LineEncoder;
+pub use crate::{Rng, boot_id};
 
 /// Start of synthetic time: 2026-06-28T00:00:00.000Z.
 pub const T0_MS: i64 = 1_782_604_800_000;
 
-/// A tiny deterministic PRNG (xorshift64*), so runs are reproducible without a crate.
-pub struct Rng(pub u64);
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// A boot id that looks like the writer's.
-pub fn boot_id(n: u64) -> String {
-    let mut bytes = [0u8; 16];
-    bytes[..8].copy_from_slice(&n.to_le_bytes());
-    bytes[8..].copy_from_slice(&(n.wrapping_mul(0x9e37_79b9_7f4a_7c15)).to_le_bytes());
-    dispatch_journal::boot_id_from_random(bytes)
-}
-
 /// Writes lines of one boot; `seq` counts every line, headers included.
+#[derive(Debug)]
 pub struct Gen {
-    pub boot: String,
-    pub seq: u64,
+    /// The envelope's boot and seq.
+    pub lines: LineEncoder,
+    /// Time of the next record, Unix ms.
     pub ts_ms: i64,
+    /// The generator's randomness.
     pub rng: Rng,
+    /// Turns started so far.
     pub turn_no: u64,
+    /// Turns started and not ended: (conversation, turn).
     pub open_turns: Vec<(String, String)>,
 }
 
 impl Gen {
+    /// Lines of synthetic boot number `boot_no` (its id is [`crate::boot_id`]).
     pub fn new(boot_no: u64) -> Gen {
         Gen {
-            boot: boot_id(boot_no),
-            seq: 0,
+            lines: LineEncoder::new(crate::boot_id(boot_no), "dispatch"),
             ts_ms: T0_MS,
             rng: Rng(0x1234_5678 ^ boot_no.wrapping_mul(7919)),
             turn_no: 0,
@@ -55,17 +38,16 @@ impl Gen {
     }
 
     /// Encodes `record` as the next line.
+    ///
+    /// # Panics
+    /// The record does not fit a line (the mix's records are small).
     pub fn line(&mut self, record: &Record) -> Vec<u8> {
-        let env = Envelope {
-            v: 1,
-            ts: Timestamp::from_unix_millis(self.ts_ms),
-            boot: self.boot.clone(),
-            seq: self.seq,
-            service: "dispatch".into(),
-            truncated: false,
-        };
-        self.seq += 1;
-        encode(&env, record).expect("synthetic records fit a line")
+        self.lines.line(self.ts_ms, record).expect("synthetic records fit a line")
+    }
+
+    /// The boot id of every line.
+    pub fn boot(&self) -> &str {
+        &self.lines.boot
     }
 
     /// The `journal.segment` header line of segment `n`.
@@ -123,7 +105,7 @@ impl Gen {
             85..91 => {
                 self.turn_no += 1;
                 let conv = format!("c-{:04}-5a1b7e", self.rng.below(40));
-                let turn = format!("t-{:08}-{}", self.turn_no, &self.boot[..8]);
+                let turn = format!("t-{:08}-{}", self.turn_no, &self.lines.boot[..8]);
                 self.open_turns.push((conv.clone(), turn.clone()));
                 Record::TurnStart(TurnStart {
                     conversation: Some(conv),
@@ -171,6 +153,9 @@ impl Gen {
 
 /// Writes `lines` lines of one boot into `dir` as segments of at most `segment_bytes`, each
 /// starting with its header. Returns (total lines written, file names).
+///
+/// # Panics
+/// A segment cannot be written (this is test and benchmark support).
 pub fn write_journal(
     dir: &std::path::Path,
     boot_no: u64,

@@ -1,0 +1,13 @@
+//! System calls std has no safe wrapper for, outside crash capture: the page size for
+//! `/proc/self/statm`. Crash capture's own calls (signal handler, alternate stacks, `prctl`)
+//! stay in `crash/`, and the tagged allocator's in `memory/tags.rs` (docs/ARCHITECTURE.md,
+//! "Where unsafe code lives, and why").
+
+/// The system's page size in bytes (4096 when `sysconf` does not answer).
+#[allow(unsafe_code)]
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf takes an integer name and returns an integer; it touches no memory of
+    // ours and is thread-safe.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 { n as u64 } else { 4096 }
+}
