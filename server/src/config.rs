@@ -37,7 +37,7 @@ pub const DEFAULT_TOOL_OUTPUT_BUDGET_BYTES: u64 = 1024 * 1024 * 1024;
 pub const DEFAULT_SSH_CONNECT_TIMEOUT_S: u64 = 10;
 /// Tokens per second the `sim` provider streams (0: as fast as it can). Env: `DISPATCH_SIM_TOKENS_PER_SEC`.
 pub const DEFAULT_SIM_TOKENS_PER_SEC: u32 = 200;
-/// Base URL of the OpenAI-compatible API (plain HTTP; this build has no TLS). Env: `DISPATCH_OPENAI_BASE_URL`.
+/// Base URL of the OpenAI-compatible API (`https://` or `http://`). Env: `DISPATCH_OPENAI_BASE_URL`.
 pub const DEFAULT_OPENAI_BASE_URL: &str = "http://127.0.0.1:11434/v1";
 /// Model asked of the `openai` provider. Env: `DISPATCH_MODEL`.
 pub const DEFAULT_OPENAI_MODEL: &str = "gpt-4o-mini";
@@ -151,9 +151,12 @@ pub struct Config {
     /// Tokens per second the sim provider streams (0: unthrottled).
     #[arg(long, env = "DISPATCH_SIM_TOKENS_PER_SEC", default_value_t = DEFAULT_SIM_TOKENS_PER_SEC)]
     pub sim_tokens_per_sec: u32,
-    /// Base URL of the OpenAI-compatible API, up to and including `/v1` (http only).
+    /// Base URL of the OpenAI-compatible API, up to and including `/v1` (https or http).
     #[arg(long, env = "DISPATCH_OPENAI_BASE_URL", default_value = DEFAULT_OPENAI_BASE_URL)]
     pub openai_base_url: String,
+    /// PEM file of CA certificates trusted for https, besides the built-in (webpki) roots.
+    #[arg(long, env = "DISPATCH_OPENAI_CA_FILE")]
+    pub openai_ca_file: Option<PathBuf>,
     /// API key sent as a bearer token to the openai provider (never logged or journaled).
     #[arg(long, env = "DISPATCH_OPENAI_API_KEY", hide_env_values = true)]
     pub openai_api_key: Option<String>,
@@ -246,6 +249,7 @@ impl Config {
             model,
             sim_tokens_per_sec: self.sim_tokens_per_sec,
             openai_base_url: self.openai_base_url,
+            openai_ca_file: self.openai_ca_file,
             openai_api_key: self.openai_api_key,
             provider_idle_timeout: Duration::from_millis(self.provider_idle_timeout_ms.max(1)),
             max_turns_in_flight: self.max_turns_in_flight.max(1),
@@ -313,6 +317,8 @@ pub struct Settings {
     pub sim_tokens_per_sec: u32,
     /// OpenAI-compatible base URL.
     pub openai_base_url: String,
+    /// Extra CA certificates (PEM) for the provider's https connections.
+    pub openai_ca_file: Option<PathBuf>,
     /// OpenAI API key (secret).
     pub openai_api_key: Option<String>,
     /// Idle time allowed between provider chunks.

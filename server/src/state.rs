@@ -154,6 +154,7 @@ impl AppState {
             ProviderKind::Openai => Provider::OpenAi(Box::new(OpenAiProvider::new(
                 &settings.openai_base_url,
                 settings.openai_api_key.clone(),
+                settings.openai_ca_file.as_deref(),
                 &settings.model,
                 settings.provider_idle_timeout,
             )?)),
