@@ -4,7 +4,7 @@
 //! load gauges, turns with their per-task allocated and freed bytes, and `conversation.memory`
 //! records. Output is one [`Verdict`] with its evidence ([`Analysis`]).
 //!
-//! The method (see DESIGN.md, "Memory: from samples to a verdict"):
+//! The method (see docs/ARCHITECTURE.md, "Memory: from samples to a verdict"):
 //!
 //! 1. The heap figure is jemalloc `allocated` (RSS when jemalloc figures are absent, said so).
 //! 2. Memory that tracks load is the working set: a least-squares fit of
@@ -119,7 +119,7 @@ impl Verdict {
     }
 }
 
-/// Thresholds of the method; the defaults are DESIGN.md's.
+/// Thresholds of the method; the defaults are docs/ARCHITECTURE.md's.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Options {
     /// Minimum growth over the window to call a leak, bytes.

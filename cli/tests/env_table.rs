@@ -73,3 +73,14 @@ fn the_scan_sees_a_missing_row() {
     assert!(readme.contains("DISPATCH_VAR_DIR"));
     assert!(!readme.contains("DISPATCH_NOT_A_SETTING"));
 }
+
+#[test]
+fn the_shared_name_constants_are_rows() {
+    // The names writers and readers share are constants in `dispatch_journal::env`; each is a
+    // row, and each constant's value is the variable itself.
+    let readme = in_readme();
+    for name in dispatch_journal::env::ALL {
+        assert!(name.starts_with("DISPATCH_"), "{name}");
+        assert!(readme.contains(*name), "dispatch_journal::env names {name}, the table does not");
+    }
+}

@@ -122,7 +122,7 @@ pub struct CollectorBuilder {
 }
 
 impl Collector {
-    /// Lines per transaction, at most (DESIGN.md: 10k lines or 250 ms, whichever first).
+    /// Lines per transaction, at most (10k lines or 250 ms, whichever first: docs/ARCHITECTURE.md, "The journal contract").
     pub const DEFAULT_BATCH_LINES: usize = 10_000;
     /// Longest a line waits for its transaction.
     pub const DEFAULT_BATCH_INTERVAL: Duration = Duration::from_millis(250);
