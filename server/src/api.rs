@@ -11,6 +11,7 @@ use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::from_fn_with_state;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::activity::StopReason;
 use crate::admin;
+use crate::auth;
 use crate::collector::CollectorState;
 use crate::config::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 use crate::error::ApiError;
@@ -38,19 +40,23 @@ pub const TURN_ID_HEADER: &str = "dispatch-turn-id";
 /// token is configured), with the body limit applied.
 pub fn app(state: AppState) -> Router {
     let limit = state.settings.max_body_bytes;
-    Router::new()
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
+    let v1 = Router::new()
         .route("/v1/conversations", post(create_conversation).get(list_conversations))
         .route("/v1/conversations/{id}", get(get_conversation).delete(delete_conversation))
         .route("/v1/conversations/{id}/turns", post(start_turn))
         .route("/v1/conversations/{id}/turns/{turn}/cancel", post(cancel_turn))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_token));
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .merge(v1)
         .route("/admin/fault/{name}", post(admin::fault))
         .route("/admin/heap/{action}", post(admin::heap))
         .route("/debug/pprof/heap", get(admin::pprof_heap))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(from_fn_with_state(state.clone(), auth::check_host_and_origin))
         .with_state(state)
 }
 

@@ -139,6 +139,21 @@ pub struct Config {
     /// environment variable: a flag is visible to every user in `ps`.
     #[arg(long, env = "DISPATCH_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// The token every `/v1` request must carry (`Authorization: Bearer <token>`), at least 32
+    /// bytes [default: the contents of <var dir>/api-token, created 0600 at the first start].
+    /// Never logged or journaled; prefer the environment variable to the flag.
+    #[arg(long, env = "DISPATCH_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Host names (with or without a port) accepted in the `Host` header besides the loopback
+    /// names and the bound address, comma-separated (DNS-rebinding protection).
+    #[arg(long, env = "DISPATCH_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+    /// Also listen on this Unix socket (created 0660), for peers of the allowed uids only.
+    #[arg(long, env = "DISPATCH_LISTEN_UNIX")]
+    pub listen_unix: Option<PathBuf>,
+    /// Uids allowed to connect to the Unix socket, comma-separated [default: the server's own].
+    #[arg(long, env = "DISPATCH_LISTEN_UNIX_UIDS", value_delimiter = ',')]
+    pub listen_unix_uids: Vec<u32>,
     /// Directory for full tool output beyond the history bound [default: <var dir>/tool-output].
     #[arg(long, env = "DISPATCH_TOOL_OUTPUT_DIR")]
     pub tool_output_dir: Option<PathBuf>,
@@ -239,6 +254,10 @@ impl Config {
             crash_budget_bytes: self.crash_budget_bytes,
             crash_monitor: self.crash_monitor && !self.no_crash_monitor,
             admin_token: self.admin_token.filter(|t| !t.is_empty()).map(AdminToken),
+            api_token: self.api_token.filter(|t| !t.is_empty()).map(Secret),
+            allowed_hosts: self.allowed_hosts.into_iter().filter(|h| !h.is_empty()).collect(),
+            listen_unix: self.listen_unix,
+            listen_unix_uids: self.listen_unix_uids,
             service: self.service,
             journal_segment_bytes: self.journal_segment_bytes,
             journal_budget_bytes: self.journal_budget_bytes,
@@ -250,7 +269,7 @@ impl Config {
             sim_tokens_per_sec: self.sim_tokens_per_sec,
             openai_base_url: self.openai_base_url,
             openai_ca_file: self.openai_ca_file,
-            openai_api_key: self.openai_api_key,
+            openai_api_key: self.openai_api_key.filter(|k| !k.is_empty()).map(Secret),
             provider_idle_timeout: Duration::from_millis(self.provider_idle_timeout_ms.max(1)),
             max_turns_in_flight: self.max_turns_in_flight.max(1),
             max_queue_depth: self.max_queue_depth,
@@ -299,6 +318,14 @@ pub struct Settings {
     pub crash_monitor: bool,
     /// Admin API token; `None`: the admin API is off (its routes answer 404).
     pub admin_token: Option<AdminToken>,
+    /// The configured API token (`None`: the var directory's token file is used).
+    pub api_token: Option<Secret>,
+    /// Extra names accepted in the `Host` header.
+    pub allowed_hosts: Vec<String>,
+    /// The optional Unix socket listener.
+    pub listen_unix: Option<PathBuf>,
+    /// Uids allowed on the Unix socket (empty: the server's own).
+    pub listen_unix_uids: Vec<u32>,
     /// Journal service name.
     pub service: String,
     /// Journal rotation size, when set (else the writer's default).
@@ -320,7 +347,7 @@ pub struct Settings {
     /// Extra CA certificates (PEM) for the provider's https connections.
     pub openai_ca_file: Option<PathBuf>,
     /// OpenAI API key (secret).
-    pub openai_api_key: Option<String>,
+    pub openai_api_key: Option<Secret>,
     /// Idle time allowed between provider chunks.
     pub provider_idle_timeout: Duration,
     /// Concurrency limit.
@@ -420,6 +447,35 @@ impl AdminToken {
         let diff = expected.iter().zip(presented).fold(0u8, |acc, (a, b)| acc | (a ^ b));
         // `black_box` keeps the optimiser from turning the fold into an early exit.
         std::hint::black_box(diff) == 0
+    }
+}
+
+/// A secret setting (the API token, the provider key): its `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl Secret {
+    /// The value, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Secret {
+        Secret(s.to_owned())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Secret {
+        Secret(s)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
     }
 }
 

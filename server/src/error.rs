@@ -39,6 +39,12 @@ pub enum ApiError {
     /// A field is present and well-formed JSON but not acceptable.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The `Host` header names another server (DNS rebinding).
+    #[error("host {0:?} is not this server; add it to DISPATCH_ALLOWED_HOSTS if it is")]
+    HostNotAllowed(String),
+    /// A browser's cross-site request.
+    #[error("cross-origin request refused ({0})")]
+    CrossOrigin(String),
     /// No conversation has this id.
     #[error("no conversation with id {0:?}")]
     ConversationNotFound(String),
@@ -109,6 +115,8 @@ impl ApiError {
             Self::NoRoute(_) => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::Unauthorized => "unauthorized",
+            Self::HostNotAllowed(_) => "host_not_allowed",
+            Self::CrossOrigin(_) => "cross_origin_refused",
             Self::FaultNotFound(_) => "fault_not_found",
             Self::HeapProfile(_) => "heap_profile_failed",
             Self::Store(e) => e.code(),
@@ -130,6 +138,7 @@ impl ApiError {
             | Self::NoRoute(_)
             | Self::FaultNotFound(_) => StatusCode::NOT_FOUND,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::HostNotAllowed(_) | Self::CrossOrigin(_) => StatusCode::FORBIDDEN,
             Self::HeapProfile(_) => StatusCode::CONFLICT,
             Self::TurnInProgress(_) | Self::TurnNotRunning(_) => StatusCode::CONFLICT,
             Self::QueueFull { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,

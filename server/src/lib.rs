@@ -25,6 +25,7 @@
 pub mod activity;
 pub mod admin;
 pub mod api;
+pub mod auth;
 pub mod collector;
 pub mod config;
 pub mod error;
@@ -39,6 +40,7 @@ pub mod state;
 pub mod store;
 pub mod sys;
 pub mod telemetry;
+pub mod token;
 pub mod tools;
 pub mod turn;
 

@@ -165,6 +165,15 @@ fn run(settings: Settings, supervised: Supervised) -> anyhow::Result<()> {
         active_conversations: context.activity.try_active_conversations().unwrap_or_default(),
         memory: context.sampler.as_ref().and_then(|s| s.last()),
     });
+    if state.api_token_created {
+        eprintln!(
+            "dispatch-server: created the API token in {} (0600): /v1 requests need \
+             'Authorization: Bearer <its contents>'",
+            state.api_token.source
+        );
+    } else {
+        eprintln!("dispatch-server: API token from {}", state.api_token.source);
+    }
     if !report.repairs.is_empty() {
         eprintln!(
             "dispatch-server: repair-and-seal: {} repairs, {} turns sealed",

@@ -56,6 +56,24 @@ pub async fn serve(
         signal_state.activity.begin_shutdown();
         let _ = reason_tx.send(Some(reason));
     };
+    if let Ok(addr) = listener.local_addr() {
+        let _ = state.bound.set(addr);
+    }
+    let unix = match &state.settings.listen_unix {
+        Some(path) => Some(unix_listener(path, &state.settings.listen_unix_uids)?),
+        None => None,
+    };
+    let unix_task = unix.map(|listener| {
+        let mut stop = reason_rx.clone();
+        let router = app(state.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(Option::is_some).await;
+                })
+                .await;
+        })
+    });
     let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(graceful);
     let mut server = tokio::spawn(server.into_future());
     // Wait for either the server to end or the shutdown signal. With no open connection the
@@ -94,7 +112,71 @@ pub async fn serve(
     if let Some(h) = memory_loop {
         h.abort();
     }
+    if let Some(h) = unix_task {
+        h.abort();
+    }
     Ok(StopReport { reason, turns_sealed })
+}
+
+/// A Unix socket listener that serves only peers whose uid (SO_PEERCRED) is allowed.
+pub struct PeerCheckedUnixListener {
+    inner: tokio::net::UnixListener,
+    uids: Vec<u32>,
+}
+
+/// Binds `path` (a stale socket file is replaced; mode 0660) for the `uids` given, or this
+/// process's own uid when none are.
+fn unix_listener(path: &std::path::Path, uids: &[u32]) -> std::io::Result<PeerCheckedUnixListener> {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(std::io::Error::other(format!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            )));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let inner = tokio::net::UnixListener::bind(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("binding {}: {e}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    let uids = if uids.is_empty() {
+        // The uid of the socket file we just created is ours.
+        use std::os::unix::fs::MetadataExt as _;
+        vec![std::fs::metadata(path)?.uid()]
+    } else {
+        uids.to_vec()
+    };
+    eprintln!("dispatch-server: also listening on unix:{} (uids {uids:?})", path.display());
+    Ok(PeerCheckedUnixListener { inner, uids })
+}
+
+impl axum::serve::Listener for PeerCheckedUnixListener {
+    type Io = tokio::net::UnixStream;
+    type Addr = tokio::net::unix::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, addr)) = self.inner.accept().await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            match stream.peer_cred() {
+                Ok(cred) if self.uids.contains(&cred.uid()) => return (stream, addr),
+                Ok(cred) => {
+                    eprintln!(
+                        "dispatch-server: unix socket: refused a peer with uid {}",
+                        cred.uid()
+                    );
+                }
+                Err(e) => eprintln!("dispatch-server: unix socket: no peer credentials ({e})"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT with `signal:SIGTERM` / `signal:SIGINT`.

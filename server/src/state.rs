@@ -16,6 +16,7 @@ use crate::faults::Faults;
 use crate::provider::{OpenAiProvider, Provider, ProviderError, SimProvider};
 use crate::store::{RepairReport, Store, StoreError};
 use crate::telemetry::CrashMonitorStatus;
+use crate::token::{ApiToken, TokenError};
 use crate::tools::{ToolSettings, Tools};
 
 /// A failure while building the state at start.
@@ -32,6 +33,9 @@ pub enum StartError {
     /// The provider is misconfigured.
     #[error(transparent)]
     Provider(#[from] ProviderError),
+    /// No usable API token.
+    #[error("API token: {0}")]
+    Token(#[from] TokenError),
 }
 
 impl StartError {
@@ -40,6 +44,7 @@ impl StartError {
         match self {
             Self::Store { source, .. } => source.code(),
             Self::Provider(e) => e.code(),
+            Self::Token(e) => e.code(),
         }
     }
 }
@@ -72,6 +77,13 @@ pub struct StateInner {
     pub collector: CollectorStatus,
     /// Fault injection state (admin API).
     pub faults: Faults,
+    /// The token `/v1` requests must carry.
+    pub api_token: ApiToken,
+    /// Whether the token file was created at this start (the first one).
+    pub api_token_created: bool,
+    /// The TCP address the server is bound to, once `serve` has bound it (for the `Host`
+    /// check).
+    pub bound: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 /// How the process is supervised, given to [`AppState::start_supervised`] by `main`.
@@ -129,6 +141,8 @@ impl AppState {
     ) -> Result<(AppState, RepairReport), StartError> {
         let store_err =
             |source| StartError::Store { path: settings.db.display().to_string(), source };
+        let (api_token, api_token_created) =
+            ApiToken::resolve(settings.api_token.as_ref().map(|t| t.expose()), &settings.var_dir)?;
         let store = Store::open(&settings.db).map_err(store_err)?;
         let report = store.repair_and_seal().map_err(store_err)?;
         for r in &report.repairs {
@@ -153,7 +167,7 @@ impl AppState {
             }
             ProviderKind::Openai => Provider::OpenAi(Box::new(OpenAiProvider::new(
                 &settings.openai_base_url,
-                settings.openai_api_key.clone(),
+                settings.openai_api_key.as_ref().map(|k| k.expose().to_owned()),
                 settings.openai_ca_file.as_deref(),
                 &settings.model,
                 settings.provider_idle_timeout,
@@ -182,6 +196,9 @@ impl AppState {
             crash_monitor: supervision.crash_monitor,
             collector: supervision.collector,
             faults: Faults::default(),
+            api_token,
+            api_token_created,
+            bound: std::sync::OnceLock::new(),
         }));
         Ok((state, report))
     }

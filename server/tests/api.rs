@@ -35,7 +35,8 @@ async fn fixture(tweak: impl FnOnce(&mut Settings)) -> Fixture {
     let addr = listener.local_addr().unwrap();
     let router = app(state.clone());
     tokio::spawn(async move { axum::serve(listener, router).await });
-    Fixture { _dir: dir, state, http: Http::new(addr) }
+    let token = common::api_token(dir.path());
+    Fixture { _dir: dir, state, http: Http::with_token(addr, token) }
 }
 
 fn assert_error(status: u16, body: &[u8], want_status: u16, want_code: &str) {
@@ -253,10 +254,12 @@ async fn the_queue_is_bounded_and_its_depth_is_exposed() {
 async fn oneshot_routes_answer_json_errors() {
     let f = fixture(|_| {}).await;
     let router = app(f.state.clone());
+    let bearer = format!("Bearer {}", common::api_token(f._dir.path()));
     let req = axum::http::Request::builder()
         .method("POST")
         .uri("/v1/conversations")
         .header("content-type", "application/json")
+        .header("authorization", &bearer)
         .body(Body::from("[1,2"))
         .unwrap();
     let resp = router.clone().oneshot(req).await.unwrap();
@@ -264,7 +267,11 @@ async fn oneshot_routes_answer_json_errors() {
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["error"]["code"], "bad_json");
-    let req = axum::http::Request::builder().uri("/v1/conversations").body(Body::empty()).unwrap();
+    let req = axum::http::Request::builder()
+        .uri("/v1/conversations")
+        .header("authorization", &bearer)
+        .body(Body::empty())
+        .unwrap();
     let resp = router.oneshot(req).await.unwrap();
     assert_eq!(resp.status(), 200);
 }

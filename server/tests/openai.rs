@@ -98,7 +98,8 @@ async fn start() -> (tempfile::TempDir, Http, Seen, std::path::PathBuf) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app(state)).await });
-    (dir, Http::new(addr), seen, journal_dir)
+    let token = common::api_token(dir.path());
+    (dir, Http::with_token(addr, token), seen, journal_dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

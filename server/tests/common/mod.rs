@@ -55,6 +55,8 @@ pub struct ServerProcess {
     pub addr: SocketAddr,
     pub var: PathBuf,
     pub worker: i32,
+    /// `DISPATCH_API_TOKEN` as the test set it.
+    pub api_token: Option<String>,
 }
 
 impl ServerProcess {
@@ -111,7 +113,9 @@ impl ServerProcess {
                 .find(|r| r["pid"] == top || r["ppid"] == top)
                 .and_then(|r| r["pid"].as_i64())
         }) as i32;
-        ServerProcess { child, addr, var: var.to_path_buf(), worker }
+        let api_token =
+            envs.iter().find(|(k, _)| *k == "DISPATCH_API_TOKEN").map(|(_, v)| (*v).to_owned());
+        ServerProcess { child, addr, var: var.to_path_buf(), worker, api_token }
     }
 
     /// The pid of the server proper (the monitor's child, or the started process itself).
@@ -133,8 +137,11 @@ impl ServerProcess {
         self.child.wait().expect("wait")
     }
 
+    /// A client with the token the server uses (`DISPATCH_API_TOKEN` when the test set one,
+    /// else the file the server created).
     pub fn client(&self) -> Http {
-        Http::new(self.addr)
+        let token = self.api_token.clone().unwrap_or_else(|| api_token(&self.var));
+        Http::with_token(self.addr, token)
     }
 
     pub fn journal_dir(&self) -> PathBuf {
@@ -192,11 +199,31 @@ pub struct SseEvent {
 pub struct Http {
     addr: SocketAddr,
     client: Client<HttpConnector, Full<Bytes>>,
+    /// Sent as `Authorization: Bearer` unless a request sets its own.
+    token: Option<String>,
+}
+
+/// The API token the server created in `var` (`<var>/api-token`).
+pub fn api_token(var: &Path) -> String {
+    std::fs::read_to_string(var.join("api-token"))
+        .expect("the server's api-token file")
+        .trim()
+        .to_owned()
 }
 
 impl Http {
+    /// A client without a token (for `/health`, `/metrics`, and the refusal tests).
     pub fn new(addr: SocketAddr) -> Http {
-        Http { addr, client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()) }
+        Http {
+            addr,
+            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+            token: None,
+        }
+    }
+
+    /// A client that sends `token` with every request.
+    pub fn with_token(addr: SocketAddr, token: String) -> Http {
+        Http { token: Some(token), ..Http::new(addr) }
     }
 
     /// Sends a request; returns the status and the whole body.
@@ -210,6 +237,11 @@ impl Http {
         let mut req = Request::builder().method(method).uri(format!("http://{}{path}", self.addr));
         for (k, v) in headers {
             req = req.header(*k, *v);
+        }
+        if let Some(t) = &self.token {
+            if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization")) {
+                req = req.header("authorization", format!("Bearer {t}"));
+            }
         }
         let resp =
             self.client.request(req.body(Full::new(Bytes::from(body))).unwrap()).await.unwrap();
@@ -255,13 +287,15 @@ impl Http {
         mut on_event: impl FnMut(&SseEvent),
     ) -> Vec<SseEvent> {
         let body = serde_json::to_vec(&serde_json::json!({ "message": message })).unwrap();
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method("POST")
             .uri(format!("http://{}/v1/conversations/{conversation}/turns", self.addr))
             .header("content-type", "application/json")
-            .header("accept", "text/event-stream")
-            .body(Full::new(Bytes::from(body)))
-            .unwrap();
+            .header("accept", "text/event-stream");
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req.body(Full::new(Bytes::from(body))).unwrap();
         let resp = self.client.request(req).await.unwrap();
         assert_eq!(resp.status(), 200);
         let mut body = resp.into_body();
