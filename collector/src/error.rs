@@ -56,6 +56,15 @@ pub enum CollectorError {
         /// The directory.
         path: PathBuf,
     },
+    /// The journal directory is not safe to read: a symlink, another user's, or writable by
+    /// others (who could plant segments).
+    #[error("{}: unsafe journal directory: {reason}", path.display())]
+    JournalDirUnsafe {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong, and the fix.
+        reason: String,
+    },
     /// A collector thread stopped unexpectedly (a bug: the other thread's error is reported).
     #[error("collector {thread} thread stopped unexpectedly")]
     ThreadLost {
@@ -73,6 +82,7 @@ impl CollectorError {
             CollectorError::Locked { .. } => "collector_locked",
             CollectorError::SchemaTooNew { .. } => "collector_schema_too_new",
             CollectorError::JournalMissing { .. } => "collector_journal_missing",
+            CollectorError::JournalDirUnsafe { .. } => "collector_journal_dir_unsafe",
             CollectorError::ThreadLost { .. } => "collector_thread_lost",
         }
     }

@@ -79,6 +79,7 @@ pub mod status;
 mod store;
 pub mod sys;
 
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -228,6 +229,7 @@ impl Collector {
         if !self.journal_dir.is_dir() {
             return Err(CollectorError::JournalMissing { path: self.journal_dir.clone() });
         }
+        check_journal_dir(&self.journal_dir)?;
         let state = ReaderState::load(&self.conn)
             .map_err(CollectorError::db(&self.db_path, "loading checkpoints"))?;
         let cfg = ReaderConfig {
@@ -268,7 +270,19 @@ impl Collector {
                 write_loop(conn, &db_path, rx, used_tx, &progress, &mut summary, max_issues);
             checkpoint_stop.store(true, Ordering::Relaxed);
             if let Ok(c) = checkpointer {
-                let _ = c.join();
+                let checkpointed =
+                    c.join().unwrap_or_else(|_| Err("the checkpoint thread panicked".into()));
+                if let Err(reason) = checkpointed
+                    && summary.issues.len() < max_issues
+                {
+                    summary.issues.push(Issue {
+                        file_name: db_path.display().to_string(),
+                        line_no: None,
+                        offset_bytes: 0,
+                        code: "wal_checkpoint_failed",
+                        reason,
+                    });
+                }
             }
             let read = match reader.join() {
                 Ok((r, cpu)) => {
@@ -290,6 +304,34 @@ impl Collector {
         summary.elapsed = started.elapsed();
         Ok(summary)
     }
+}
+
+/// The journal directory must be a real directory (not a symlink), owned by this user or
+/// root, and writable by nobody else: whoever can write there can make the collector store
+/// forged records.
+fn check_journal_dir(dir: &Path) -> Result<(), CollectorError> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let unsafe_dir = |reason: String| CollectorError::JournalDirUnsafe { path: dir.into(), reason };
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(CollectorError::io(dir, "reading the journal directory's metadata"))?;
+    if meta.file_type().is_symlink() {
+        return Err(unsafe_dir(
+            "it is a symlink; point DISPATCH_JOURNAL_DIR at the real directory".into(),
+        ));
+    }
+    // /proc/self belongs to this process's effective uid.
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    if me.is_some_and(|me| meta.uid() != me && meta.uid() != 0) {
+        return Err(unsafe_dir(format!("owned by uid {}, not by this user nor root", meta.uid())));
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o022 != 0 {
+        return Err(unsafe_dir(format!(
+            "mode {:o} lets other users write to it; chmod 700 it",
+            mode & 0o777
+        )));
+    }
+    Ok(())
 }
 
 struct RoundStop<'a> {
@@ -345,6 +387,7 @@ fn write_loop(
                     .create(true)
                     .truncate(false)
                     .write(true)
+                    .custom_flags(libc::O_NOFOLLOW)
                     .open(&marker);
                 match made {
                     Ok(_) => summary.drained_segments += 1,

@@ -242,8 +242,10 @@ impl<'a> Reader<'a> {
             let Ok(name) = de.file_name().into_string() else { continue };
             let Some(parsed) = SegmentName::parse(&name) else { continue };
             let path = de.path();
-            let Ok(meta) = std::fs::metadata(&path) else { continue };
-            if !meta.is_file() {
+            // A symlink (or anything but a regular file) is never followed: a journal directory
+            // that someone else can write to must not make the collector read other files.
+            let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+            if !meta.file_type().is_file() {
                 continue;
             }
             let key = (meta.dev(), meta.ino(), name.clone());
@@ -470,7 +472,7 @@ impl<'a> Reader<'a> {
         len: u64,
         closed: bool,
     ) -> Result<(), ReaderFailure> {
-        let mut f = match File::open(&file.path) {
+        let mut f = match open_no_follow(&file.path) {
             Ok(f) => f,
             Err(_) => return Ok(()),
         };
@@ -805,8 +807,14 @@ enum HeaderRead {
     },
 }
 
+/// Opens a segment for reading; a symlink at the path is refused (`O_NOFOLLOW`).
+fn open_no_follow(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)
+}
+
 fn read_header(path: &Path) -> HeaderRead {
-    let Ok(f) = File::open(path) else { return HeaderRead::NotYet };
+    let Ok(f) = open_no_follow(path) else { return HeaderRead::NotYet };
     let mut buf = Vec::with_capacity(512);
     if f.take(MAX_LINE_BYTES as u64 + 1).read_to_end(&mut buf).is_err() {
         return HeaderRead::NotYet;

@@ -1,7 +1,9 @@
 //! Retention by age, in bounded chunks.
 //!
 //! Age is measured back from the newest record stored, not from the wall clock, so draining an
-//! old journal never deletes what it has just stored. Each chunk is its own transaction of at
+//! old journal never deletes what it has just stored; but never from later than now, so one
+//! line dated in the far future (a bad clock, a forged line) cannot move the cutoff past every
+//! real row. Each chunk is its own transaction of at
 //! most `chunk_rows` rows, so the writer is never held up for long.
 
 use rusqlite::{Connection, params};
@@ -9,8 +11,9 @@ use rusqlite::{Connection, params};
 use crate::query::first_key_at;
 use crate::schema::{KEYED_TABLES, SEQ_BITS};
 
-/// Deletes rows of every keyed table and hourly rollups older than `age` before the newest
-/// record (boots, segments and `ingest_errors` are kept: they are small and explain gaps). Returns rows deleted.
+/// Deletes rows of every keyed table, hourly rollups and `ingest_errors` older than `age`
+/// before the newest record, or before now when the newest record is dated later (boots and
+/// segments are kept: they are small and explain gaps). Returns rows deleted.
 ///
 /// # Errors
 /// SQLite errors.
@@ -22,6 +25,10 @@ pub fn apply(
     let newest: Option<i64> =
         conn.query_row("SELECT max(last_ts_ms) FROM boots", [], |r| r.get(0))?;
     let Some(newest) = newest else { return Ok(0) };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(i64::MAX, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let newest = newest.min(now_ms);
     let cutoff = newest.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
     let boots: Vec<(i64, i64)> = {
         let mut stmt = conn.prepare(
@@ -57,6 +64,19 @@ pub fn apply(
         let n = tx.execute(
             "DELETE FROM rollup_hourly WHERE (boot_no, hour_ms) IN
                 (SELECT boot_no, hour_ms FROM rollup_hourly WHERE hour_ms + 3600000 <= ?1 LIMIT ?2)",
+            params![cutoff, chunk],
+        )?;
+        tx.commit()?;
+        deleted += n as u64;
+        if (n as i64) < chunk {
+            break;
+        }
+    }
+    loop {
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "DELETE FROM ingest_errors WHERE error_id IN
+                (SELECT error_id FROM ingest_errors WHERE noticed_ts_ms < ?1 LIMIT ?2)",
             params![cutoff, chunk],
         )?;
         tx.commit()?;

@@ -387,10 +387,15 @@ pub fn open_for_writing(db: &Path) -> Result<Connection, CollectorError> {
         .create(true)
         .truncate(false)
         .mode(DB_FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(db)
-        .map_err(CollectorError::io(db, "creating the database"))?;
+        .map_err(CollectorError::io(db, "creating the database (a symlink is refused)"))?;
     restrict_db_files(db)?;
-    let conn = Connection::open(db).map_err(CollectorError::db(db, "opening the database"))?;
+    let conn = open_no_follow(
+        db,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_CREATE,
+    )
+    .map_err(CollectorError::db(db, "opening the database"))?;
     let pragmas = format!(
         "PRAGMA page_size = {DEFAULT_PAGE_SIZE_BYTES};
          PRAGMA journal_mode = WAL;
@@ -415,8 +420,7 @@ pub fn open_for_writing(db: &Path) -> Result<Connection, CollectorError> {
 /// including a database that does not exist.
 pub fn open_read_only(db: &Path) -> Result<Connection, CollectorError> {
     use rusqlite::OpenFlags;
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(db, flags)
+    let conn = open_no_follow(db, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(CollectorError::db(db, "opening the database read-only"))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(CollectorError::db(db, "setting the busy timeout"))?;
@@ -433,11 +437,17 @@ pub fn open_read_only(db: &Path) -> Result<Connection, CollectorError> {
 pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Runs `PRAGMA wal_checkpoint(PASSIVE)` on its own connection every [`CHECKPOINT_INTERVAL`]
-/// until `stop` is set, then once more with `TRUNCATE` (best effort: a busy database is left
-/// for the next round).
-pub(crate) fn checkpoint_loop(db: &Path, stop: &std::sync::atomic::AtomicBool) {
+/// until `stop` is set, then once more with `TRUNCATE`, which empties the WAL file. A busy
+/// database only postpones a passive round; a connection that cannot be opened, and a final
+/// checkpoint that fails or cannot finish (readers holding the WAL), are returned as errors
+/// to report.
+pub(crate) fn checkpoint_loop(
+    db: &Path,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<(), String> {
     use std::sync::atomic::Ordering;
-    let Ok(conn) = Connection::open(db) else { return };
+    let conn = open_no_follow(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
+        .map_err(|e| format!("opening the checkpoint connection to {}: {e}", db.display()))?;
     let _ = conn.busy_timeout(std::time::Duration::from_millis(100));
     while !stop.load(Ordering::Relaxed) {
         let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
@@ -446,7 +456,31 @@ pub(crate) fn checkpoint_loop(db: &Path, stop: &std::sync::atomic::AtomicBool) {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
-    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+    let _ = conn.busy_timeout(std::time::Duration::from_secs(2));
+    // (busy, WAL frames, frames checkpointed): busy = 1 when it could not finish.
+    let (busy, _, _): (i64, i64, i64) = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .map_err(|e| format!("the final WAL checkpoint of {}: {e}", db.display()))?;
+    if busy != 0 {
+        return Err(format!(
+            "the final WAL checkpoint of {} could not finish (readers hold the WAL); the next run retries",
+            db.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Opens `db` with SQLite's `SQLITE_OPEN_NOFOLLOW`: a symlink at the path is refused.
+pub(crate) fn open_no_follow(
+    db: &Path,
+    flags: rusqlite::OpenFlags,
+) -> rusqlite::Result<Connection> {
+    Connection::open_with_flags(
+        db,
+        flags
+            | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW
+            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
 }
 
 fn migrate(conn: &Connection, db: &Path) -> Result<(), CollectorError> {
