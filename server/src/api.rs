@@ -26,7 +26,7 @@ use crate::admin;
 use crate::auth;
 use crate::collector::CollectorState;
 use crate::config::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
-use crate::error::ApiError;
+use crate::error::{ApiError, InternalErrorDetail};
 use crate::extract::{parse_body, path_id};
 use crate::ids;
 use crate::state::AppState;
@@ -56,8 +56,32 @@ pub fn app(state: AppState) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(from_fn_with_state(state.clone(), journal_internal_errors))
         .layer(from_fn_with_state(state.clone(), auth::check_host_and_origin))
         .with_state(state)
+}
+
+/// Journals the details of an internal error (attached by `ApiError` to its response) as an
+/// `error.unhandled` record with source `api`, under the id the client got; stderr gets a line.
+async fn journal_internal_errors(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    if let Some(d) = response.extensions().get::<InternalErrorDetail>() {
+        eprintln!("dispatch-server: api error {} ({}): {}", d.error_id, d.code, d.message);
+        state.journal.emit(dispatch_journal::Record::ErrorUnhandled(
+            dispatch_journal::record::ErrorUnhandled {
+                message: Some(d.message.clone()),
+                code: Some(d.code.to_owned()),
+                source: Some("api".to_owned()),
+                error_id: Some(d.error_id.clone()),
+                ..Default::default()
+            },
+        ));
+    }
+    response
 }
 
 async fn no_route(uri: Uri) -> ApiError {

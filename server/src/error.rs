@@ -148,12 +148,56 @@ impl ApiError {
     }
 }
 
+/// The details of an internal error, kept out of the body and attached to the response for
+/// the router's journaling layer (`api::journal_internal_errors`), which writes them as an
+/// `error.unhandled` record (source `api`) under the id the client was given.
+#[derive(Debug, Clone)]
+pub struct InternalErrorDetail {
+    /// The id in the client's body.
+    pub error_id: String,
+    /// Stable code.
+    pub code: &'static str,
+    /// The full message (SQL errors, paths).
+    pub message: String,
+}
+
+impl ApiError {
+    /// Whether the message holds details the client must not see (the server's own failures:
+    /// SQL errors, file paths, heap-profile errors).
+    fn is_internal(&self) -> bool {
+        matches!(self, Self::Store(_) | Self::Internal(_) | Self::HeapProfile(_))
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "error": { "code": self.code(), "message": self.to_string() }
-        });
+        let mut detail = None;
+        let message = if self.is_internal() {
+            let error_id = uuid::Uuid::new_v4().to_string();
+            let body = serde_json::json!({
+                "error": {
+                    "code": self.code(),
+                    "message": format!(
+                        "the server failed to handle this request; the details are in its journal \
+                         under error id {error_id}"
+                    ),
+                    "error_id": error_id,
+                }
+            });
+            detail = Some(InternalErrorDetail {
+                error_id,
+                code: self.code(),
+                message: self.to_string(),
+            });
+            body
+        } else {
+            serde_json::json!({ "error": { "code": self.code(), "message": self.to_string() } })
+        };
+        let body = message;
         let mut response = (self.status(), Json(body)).into_response();
+        if let Some(d) = detail {
+            response.extensions_mut().insert(d);
+        }
         if matches!(self, Self::Unauthorized) {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

@@ -328,6 +328,7 @@ async fn run_turn(
                 conversation: Some(t.conversation.clone()),
                 turn: Some(t.turn.clone()),
                 backtrace: None,
+                error_id: None,
                 active_conversations: Some(state.activity.active_conversations()),
                 memory: state.sampler.as_ref().and_then(|s| s.last()).map(Box::new),
             }));
@@ -347,6 +348,7 @@ async fn run_turn(
                 conversation: Some(t.conversation.clone()),
                 turn: Some(t.turn.clone()),
                 backtrace: None,
+                error_id: None,
                 active_conversations: Some(state.activity.active_conversations()),
                 memory: state.sampler.as_ref().and_then(|s| s.last()).map(Box::new),
             }));

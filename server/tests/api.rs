@@ -304,3 +304,29 @@ async fn pathological_tool_output_is_bounded_in_history_and_offloaded() {
     assert_eq!(full.lines().count(), 300_000);
     assert!(full.ends_with("300000\n"));
 }
+
+#[tokio::test]
+async fn internal_errors_give_the_client_an_id_and_keep_the_details_in_the_journal() {
+    let f = fixture(|_| {}).await;
+    // Break the store from outside: every query on conversations now fails in SQLite.
+    let conn = rusqlite::Connection::open(&f.state.settings.db).unwrap();
+    conn.execute_batch("DROP TABLE messages; DROP TABLE turns; DROP TABLE conversations;").unwrap();
+    drop(conn);
+    let (status, v) = f.http.json("GET", "/v1/conversations", None).await;
+    assert_eq!(status, 500, "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    let error_id = v["error"]["error_id"].as_str().unwrap().to_owned();
+    assert!(message.contains(&error_id), "{message}");
+    let db = f.state.settings.db.display().to_string();
+    assert!(
+        !message.contains("no such table") && !message.contains(&db),
+        "details leaked: {message}"
+    );
+    let records = common::read_journal(&f.state.settings.journal_dir);
+    let logged = common::of_kind(&records, "error.unhandled")
+        .into_iter()
+        .find(|r| r["error_id"] == error_id.as_str())
+        .unwrap_or_else(|| panic!("no error.unhandled with id {error_id}"));
+    assert_eq!(logged["source"], "api");
+    assert!(logged["message"].as_str().unwrap().contains("no such table"), "{logged}");
+}

@@ -289,8 +289,10 @@ opt! {
         message: String,
         /// Stable error code, when the error has one.
         code: String,
-        /// `task`, `tool`, `provider`, `ssh`.
+        /// `task`, `tool`, `provider`, `ssh`, `api`.
         source: String,
+        /// The id the client was given for this error (`api`: the details stay here).
+        error_id: String,
         /// Conversation id.
         conversation: String,
         /// Turn id.

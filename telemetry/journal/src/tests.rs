@@ -270,20 +270,25 @@ fn record() -> impl Strategy<Value = Record> {
                 })
             }
         ),
-        ((os(), os(), os(), os()), (os(), os(), ovec(), proptest::option::of(sample()))).prop_map(
-            |((message, code, source, conversation), (turn, backtrace, active, memory))| {
-                Record::ErrorUnhandled(ErrorUnhandled {
-                    message,
-                    code,
-                    source,
-                    conversation,
-                    turn,
-                    backtrace,
-                    active_conversations: active,
-                    memory: memory.map(Box::new),
-                })
-            }
-        ),
+        ((os(), os(), os(), os()), (os(), os(), os(), ovec(), proptest::option::of(sample())))
+            .prop_map(
+                |(
+                    (message, code, source, conversation),
+                    (error_id, turn, backtrace, active, memory),
+                )| {
+                    Record::ErrorUnhandled(ErrorUnhandled {
+                        message,
+                        code,
+                        source,
+                        error_id,
+                        conversation,
+                        turn,
+                        backtrace,
+                        active_conversations: active,
+                        memory: memory.map(Box::new),
+                    })
+                }
+            ),
         ((os(), os(), os(), os()), (os(), os(), ob(), ovec(), proptest::option::of(sample())))
             .prop_map(
                 |(
