@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use dispatch_journal::Record;
 use dispatch_journal::record::MemorySample;
-use dispatch_telemetry::crash::{CrashBuilder, ENV_SOCKET};
+use dispatch_telemetry::crash::{CrashBuilder, ENV_MONITOR_PID, ENV_SOCKET};
 use dispatch_telemetry::journal::JournalBuilder;
 use uds::{UnixSeqpacketConn, UnixSocketAddr};
 
@@ -84,8 +84,15 @@ fn request_dump_for(socket: &str, pid: u32) -> Result<(), String> {
     client.request_dump(&ctx).map_err(|e| e.to_string())
 }
 
+/// The monitor's peak resident memory, KiB (`VmHWM`).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 /// One hostile act against the dump socket; panics if the server did not refuse it.
-fn attack(kind: &str, socket: &str, wrong_pid: u32) {
+fn attack(kind: &str, socket: &str, wrong_pid: u32, monitor: u32) {
     match kind {
         "connect" => {
             let c = connect(socket);
@@ -95,6 +102,11 @@ fn attack(kind: &str, socket: &str, wrong_pid: u32) {
             let c = connect(socket);
             let _ = c.send(&header(0, u32::MAX));
             assert!(closed_without_answer(&c), "{kind}: no ack");
+            let peak = peak_rss_kib(monitor);
+            assert!(
+                peak < 256 * 1024,
+                "{kind}: the monitor allocated what the header said: {peak} KiB"
+            );
         }
         "garbage" => {
             let c = connect(socket);
@@ -134,7 +146,8 @@ fn service(case: &str, dir: &Path) -> ! {
         // A process the monitor could ptrace (its grandchild), as the victim of a false
         // dump request.
         let mut victim = Command::new("sleep").arg("60").spawn().unwrap();
-        attack(kind, &socket, victim.id());
+        let monitor = std::env::var(ENV_MONITOR_PID).unwrap().parse().unwrap();
+        attack(kind, &socket, victim.id(), monitor);
         let _ = victim.kill();
         let _ = victim.wait();
     }
@@ -181,7 +194,7 @@ fn run_case(test: &str, case: &str) -> (tempfile::TempDir, std::process::Output)
     if who == "foreign" {
         let kind = rest.split_once(':').unwrap().0;
         // The test is not the child: whatever it sends, even a request for its own pid.
-        attack(kind, &socket, std::process::id());
+        attack(kind, &socket, std::process::id(), monitor.id());
     }
     publish(&dir.path().join("go"), "go");
     let out = monitor.wait_with_output().unwrap();

@@ -1,8 +1,9 @@
 //! Scrubbing, end to end: a child started with `DATABASE_URL=postgres://u:hunter2@db/x` in its
-//! environment and `--openai-api-key sk-...` / `--admin-token=...` on its command line, holding
-//! copies on its stack, segfaults under the real monitor. Neither secret may be anywhere in the
-//! raw bytes of its dump; the environment and command-line streams are there, masked. A dump a
-//! killed monitor left unscrubbed is scrubbed when the next monitor starts.
+//! environment and `--openai-api-key sk-...`, `--admin-token=...`, `--password ...` on its
+//! command line, holding copies on its stack, segfaults under the real monitor. None of the
+//! secrets may be anywhere in the raw bytes of its dump; the environment and command-line
+//! streams are there, masked. A dump a killed monitor left unscrubbed is scrubbed when the next
+//! monitor starts.
 //!
 //! `harness = false`: the child must take arbitrary arguments, which libtest would reject.
 
@@ -20,6 +21,8 @@ const DB_URL: &str = "postgres://u:hunter2@db/x";
 const DB_PASSWORD: &str = "hunter2";
 const OPENAI_KEY: &str = "sk-abcdef0123456789abcdef";
 const ADMIN_TOKEN: &str = "adm-tok-0123456789";
+/// Neither shaped nor random: only the flag before it says it is a secret.
+const PASSWORD: &str = "correct-horse";
 
 fn service(dir: &Path) -> ! {
     let supervised =
@@ -62,7 +65,13 @@ fn main() {
     std::fs::write(&left, format!("MDMP... {DB_URL} ... Bearer {ADMIN_TOKEN} ...")).unwrap();
 
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--openai-api-key", OPENAI_KEY, &format!("--admin-token={ADMIN_TOKEN}")])
+        .args([
+            "--openai-api-key",
+            OPENAI_KEY,
+            &format!("--admin-token={ADMIN_TOKEN}"),
+            "--password",
+            PASSWORD,
+        ])
         .env(CASE, "scrub")
         .env(DIR, dir.path())
         .env("DATABASE_URL", DB_URL)
@@ -85,7 +94,7 @@ fn main() {
 
     let new = names.iter().find(|p| !p.ends_with("old-1.dmp")).unwrap();
     let raw = std::fs::read(new).unwrap();
-    for secret in [DB_URL, DB_PASSWORD, OPENAI_KEY, ADMIN_TOKEN] {
+    for secret in [DB_URL, DB_PASSWORD, OPENAI_KEY, ADMIN_TOKEN, PASSWORD] {
         assert!(!contains(&raw, secret), "{secret} is in the raw bytes of {}", new.display());
     }
     // The streams that held them are there, masked, and the dump still parses.

@@ -152,7 +152,8 @@ fn token_end(s: &[u8], from: usize) -> usize {
 pub(crate) fn is_high_entropy_token(v: &[u8]) -> bool {
     if v.len() < MIN_ENTROPY_TOKEN_BYTES
         || !v.iter().all(|&b| is_token_byte(b))
-        || matches!(v.first(), Some(b'/' | b'.' | b'~'))
+        // Paths and flags are not tokens.
+        || matches!(v.first(), Some(b'/' | b'.' | b'~' | b'-'))
         || !v.iter().any(u8::is_ascii_digit)
         || !v.iter().any(u8::is_ascii_alphabetic)
     {
@@ -519,6 +520,7 @@ mod tests {
             "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1",
             "en_US.UTF-8",
             "dispatch_server=debug,tower=info",
+            "--admin-token=adm-tok-0123456789",
         ] {
             assert!(!is_high_entropy_token(v.as_bytes()), "{v}");
         }
