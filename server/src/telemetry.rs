@@ -391,6 +391,9 @@ pub struct CrashMonitorStatus {
     pub attached: bool,
     /// Why not, when not (`Supervised::note`).
     pub note: Option<String>,
+    /// Pings the monitor's dump thread, so [`CrashMonitorStatus::as_str`] says `detached`
+    /// once it stopped answering.
+    pub probe: Option<dispatch_telemetry::crash::MonitorProbe>,
 }
 
 impl CrashMonitorStatus {
@@ -399,6 +402,7 @@ impl CrashMonitorStatus {
         CrashMonitorStatus {
             attached: supervised.is_monitored(),
             note: supervised.note().map(str::to_owned),
+            probe: supervised.probe().cloned(),
         }
     }
 
@@ -407,12 +411,14 @@ impl CrashMonitorStatus {
         CrashMonitorStatus {
             attached: false,
             note: Some("not started through dispatch-server's main (no crash monitor)".into()),
+            probe: None,
         }
     }
 
-    /// `attached` or `detached`.
+    /// `attached`, or `detached` (also when the monitor's dump thread no longer answers).
     pub fn as_str(&self) -> &'static str {
-        if self.attached { "attached" } else { "detached" }
+        let answers = self.probe.as_ref().is_none_or(|p| p.check().is_ok());
+        if self.attached && answers { "attached" } else { "detached" }
     }
 }
 
