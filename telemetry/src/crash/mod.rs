@@ -41,8 +41,9 @@
 //!   another process, and no refused request leaves a dump file or a `crash` record.
 //! - **The dump thread never stops on input.** Errors close one connection; a panic while
 //!   writing a dump is caught and the loop goes on with its connections.
-//! - **Its state is visible.** The child holds a second, status connection; [`MonitorProbe::
-//!   check`] (or [`Supervised::dump_server_status`]) pings the dump thread and waits at most
+//! - **Its state is visible.** The child holds a second, status connection;
+//!   [`MonitorProbe::check`] (or [`Supervised::dump_server_status`]) pings the dump thread and
+//!   waits at most
 //!   [`MonitorProbe::TIMEOUT`] for the pong, so `/health` reports a dump server that stopped.
 //!   A closed connection (dump thread or monitor gone) stays failed.
 //!

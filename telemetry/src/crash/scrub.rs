@@ -50,9 +50,12 @@ const MIN_SHAPED_TOKEN_BYTES: usize = 8;
 const MIN_ENTROPY_TOKEN_BYTES: usize = 24;
 const MIN_TOKEN_BITS_PER_BYTE: f64 = 3.5;
 
+/// Variables the monitor sets for its child (socket name, boot id, pid): random-looking, and
+/// not secrets; the boot id in a dump ties it to its journal.
+const MONITOR_VARS: &[&str] = &[super::ENV_SOCKET, super::ENV_BOOT, super::ENV_MONITOR_PID];
+
 /// Whether an environment variable's name (or a command-line flag's, `--admin-token` reads as
-/// `ADMIN_TOKEN`) looks like it holds a secret. The monitor's own `DISPATCH_CRASH_*` variables
-/// (socket name, boot id, pid) are not secrets.
+/// `ADMIN_TOKEN`) looks like it holds a secret.
 pub fn is_secret_name(name: &OsStr) -> bool {
     let upper: String = name
         .to_string_lossy()
@@ -60,17 +63,14 @@ pub fn is_secret_name(name: &OsStr) -> bool {
         .chars()
         .map(|c| if c == '-' { '_' } else { c.to_ascii_uppercase() })
         .collect();
-    if upper.starts_with("DISPATCH_CRASH_") {
-        return false;
-    }
-    SECRET_NAME_WORDS.iter().any(|w| upper.contains(w))
+    !MONITOR_VARS.contains(&upper.as_str()) && SECRET_NAME_WORDS.iter().any(|w| upper.contains(w))
 }
 
 fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'+' | b'/' | b'=')
 }
 
-/// `scheme://userinfo@` in `s` at or after `from`: the range of the password (after the first
+/// Each `scheme://userinfo@` in `s`: the range of the password (after the first
 /// `:` of the userinfo), or of the whole userinfo when it has no `:` (a token used as user).
 fn url_credentials(s: &[u8]) -> Vec<std::ops::Range<usize>> {
     let mut found = Vec::new();
@@ -193,6 +193,9 @@ pub fn secret_shapes(s: &[u8]) -> Vec<Vec<u8>> {
 /// The secrets in one environment entry: the whole value if the name is secret-looking (or it
 /// is a `*_URL`/`*_URI` with credentials in it), plus whatever [`secret_shapes`] finds.
 pub fn secret_env_values(name: &[u8], value: &[u8]) -> Vec<Vec<u8>> {
+    if MONITOR_VARS.iter().any(|v| v.as_bytes() == name) {
+        return Vec::new();
+    }
     let mut out = secret_shapes(value);
     let upper = name.to_ascii_uppercase();
     let url_name = upper.ends_with(b"_URL") || upper.ends_with(b"_URI") || upper.ends_with(b"_DSN");
@@ -293,14 +296,20 @@ fn scrub_cmdline_block(block: &mut [u8]) -> Vec<Vec<u8>> {
     let args: Vec<&[u8]> = block.split(|&b| b == 0).collect();
     let secrets = secret_args(&args);
     let mut offset = 0;
-    let mut whole = Vec::new();
+    let mut masked = Vec::new();
     for a in &args {
+        let value_at = match a.iter().position(|&b| b == b'=') {
+            Some(eq) if a.first() == Some(&b'-') => eq + 1,
+            _ => 0,
+        };
         if secrets.iter().any(|s| s[..] == a[..]) {
-            whole.push(offset..offset + a.len());
+            masked.push(offset..offset + a.len());
+        } else if value_at > 0 && secrets.iter().any(|s| s[..] == a[value_at..]) {
+            masked.push(offset + value_at..offset + a.len());
         }
         offset += a.len() + 1;
     }
-    for r in whole {
+    for r in masked {
         block[r].fill(b'*');
     }
     secrets
@@ -462,10 +471,12 @@ mod tests {
         ] {
             assert!(is_secret_name(OsStr::new(n)), "{n}");
         }
-        for n in ["PATH", "HOME", "DISPATCH_VAR_DIR", "RUST_LOG", "DISPATCH_CRASH_SOCKET", "--addr"]
-        {
+        for n in ["PATH", "HOME", "DISPATCH_VAR_DIR", "RUST_LOG", "--addr"] {
             assert!(!is_secret_name(OsStr::new(n)), "{n}");
         }
+        let boot = b"2433bb1d-9e20-49dd-b8e8-005915d68e7b";
+        assert!(is_high_entropy_token(boot));
+        assert!(secret_env_values(crate::crash::ENV_BOOT.as_bytes(), boot).is_empty());
     }
 
     #[test]
@@ -554,9 +565,9 @@ mod tests {
             &b"HOME=/root\0DB_PASS=***\0DATABASE_URL=*************************\0"[..]
         );
         assert!(has(&s, "hunter2"));
-        let mut cmd = b"srv\0--password\0pw1\0--addr\0x".to_vec();
+        let mut cmd = b"srv\0--password\0pw1\0--addr\0x\0--api-token=t1".to_vec();
         scrub_cmdline_block(&mut cmd);
-        assert_eq!(&cmd[..], b"srv\0--password\0***\0--addr\0x");
+        assert_eq!(&cmd[..], b"srv\0--password\0***\0--addr\0x\0--api-token=**");
     }
 
     #[test]
