@@ -300,15 +300,15 @@ async fn health(State(state): State<AppState>) -> Response {
         None => (false, 0),
     };
     let ok = journal_ok && sampler_alive;
-    let crash = &state.crash_monitor;
+    let (crash_attached, crash_note) = state.crash_monitor.now();
     let collector = state.collector.state();
     // A detached crash monitor or a stopped collector is reported, not fatal: the server
     // still serves (and a restart would not attach them), so it does not fail liveness.
     let mut warnings = Vec::new();
-    if !crash.attached {
+    if !crash_attached {
         warnings.push(format!(
             "crash monitor detached: {}",
-            crash.note.as_deref().unwrap_or("no reason given")
+            crash_note.as_deref().unwrap_or("no reason given")
         ));
     }
     if let CollectorState::Failed(e) = &collector {
@@ -331,8 +331,8 @@ async fn health(State(state): State<AppState>) -> Response {
                 Some(_) => "dead",
                 None => "off",
             },
-            "crash_monitor": crash.as_str(),
-            "crash_monitor_note": crash.note,
+            "crash_monitor": if crash_attached { "attached" } else { "detached" },
+            "crash_monitor_note": crash_note,
             "collector": collector.as_str(),
             "warnings": warnings,
         },

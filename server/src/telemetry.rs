@@ -73,6 +73,9 @@ pub struct CrashMonitorStatus {
     pub attached: bool,
     /// Why not, when not (`Supervised::note`).
     pub note: Option<String>,
+    /// Pings the monitor's dump thread, so [`CrashMonitorStatus::as_str`] says `detached`
+    /// once it stopped answering.
+    pub probe: Option<dispatch_telemetry::crash::MonitorProbe>,
 }
 
 impl CrashMonitorStatus {
@@ -81,6 +84,7 @@ impl CrashMonitorStatus {
         CrashMonitorStatus {
             attached: supervised.is_monitored(),
             note: supervised.note().map(str::to_owned),
+            probe: supervised.probe().cloned(),
         }
     }
 
@@ -89,12 +93,27 @@ impl CrashMonitorStatus {
         CrashMonitorStatus {
             attached: false,
             note: Some("not started through dispatch-server's main (no crash monitor)".into()),
+            probe: None,
         }
     }
 
-    /// `attached` or `detached`.
+    /// Whether a crash would get its dump now, and why not: the status at start, then the
+    /// monitor's dump thread pinged (a thread that stopped answering makes it `detached`).
+    pub fn now(&self) -> (bool, Option<String>) {
+        if !self.attached {
+            return (false, self.note.clone());
+        }
+        match self.probe.as_ref().map(|p| p.check()) {
+            Some(Err(e)) => {
+                (false, Some(format!("the monitor's dump thread does not answer: {e}")))
+            }
+            _ => (true, None),
+        }
+    }
+
+    /// `attached`, or `detached` (also when the monitor's dump thread no longer answers).
     pub fn as_str(&self) -> &'static str {
-        if self.attached { "attached" } else { "detached" }
+        if self.now().0 { "attached" } else { "detached" }
     }
 }
 

@@ -64,9 +64,13 @@ fn budget_deletes_old_segments_but_keeps_crash_windows_until_drained() {
     // The collector marks it drained: the next enforcement deletes it.
     std::fs::write(dir.path().join(kept.drained_marker()), b"").unwrap();
     fill(&j, 200);
-    wait_for("the drained segment to go", || !dir.path().join(kept.file_name()).exists());
-    assert!(!dir.path().join(kept.keep_marker()).exists());
-    assert!(!dir.path().join(kept.drained_marker()).exists());
+    // The io thread removes the segment, then its two markers: wait for all three (checking
+    // the markers the moment the segment is gone raced with the io thread).
+    wait_for("the drained segment and its markers to go", || {
+        !dir.path().join(kept.file_name()).exists()
+            && !dir.path().join(kept.keep_marker()).exists()
+            && !dir.path().join(kept.drained_marker()).exists()
+    });
 }
 
 #[test]

@@ -6,10 +6,12 @@ use crash_handler::{CrashEventResult, CrashHandler, make_crash_event};
 use minidumper::{Client, SocketName};
 
 use super::CrashError;
+use super::server::MonitorProbe;
 
 /// Keeps the child's crash handler installed. Dropping it detaches the handler.
 pub struct ChildGuard {
     handler: CrashHandler,
+    probe: MonitorProbe,
 }
 
 impl std::fmt::Debug for ChildGuard {
@@ -26,11 +28,17 @@ impl ChildGuard {
             CrashEventResult::Handled(true)
         )
     }
+
+    /// The status connection to the monitor's dump server ([`MonitorProbe::check`]).
+    pub fn probe(&self) -> &MonitorProbe {
+        &self.probe
+    }
 }
 
 /// Connects to the monitor's socket and installs the handler for SIGSEGV, SIGBUS, SIGILL,
 /// SIGFPE, SIGABRT and SIGTRAP (on an alternate stack, so a stack overflow is caught), and
-/// lets the monitor ptrace this process (Yama `ptrace_scope=1`).
+/// lets the monitor ptrace this process (Yama `ptrace_scope=1`). A second connection is the
+/// status probe, so a crash request never shares its socket with a `/health` ping.
 pub(crate) fn attach(socket: &str, monitor_pid: u32) -> Result<ChildGuard, CrashError> {
     let deadline = Instant::now() + Duration::from_secs(5);
     let client = loop {
@@ -42,9 +50,11 @@ pub(crate) fn attach(socket: &str, monitor_pid: u32) -> Result<ChildGuard, Crash
             Err(_) => std::thread::sleep(Duration::from_millis(10)),
         }
     };
+    let probe = MonitorProbe::connect(socket)
+        .map_err(|e| CrashError::Connect { socket: socket.into(), message: e.to_string() })?;
     let handler = attach_handler(client)?;
     handler.set_ptracer(Some(monitor_pid));
-    Ok(ChildGuard { handler })
+    Ok(ChildGuard { handler, probe })
 }
 
 #[allow(unsafe_code)]

@@ -1,17 +1,23 @@
-//! Minidump files: creation (0600, in a 0700 directory), secret scrubbing, the byte budget,
-//! and reading a written dump back for the `crash` record.
+//! Minidump files: creation (0600, in a 0700 directory, under an "unscrubbed" name until
+//! [`super::scrub`] has run), the byte budget, and reading a written dump back for the `crash`
+//! record.
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-/// Extension of dump files.
+/// Extension of (scrubbed) dump files: only these are for readers.
 pub const DUMP_EXTENSION: &str = "dmp";
+/// Suffix after `.dmp` of a dump as written, before scrubbing. Never read except by the
+/// scrubber; one left by a killed monitor is scrubbed at the next monitor start.
+pub const UNSCRUBBED_SUFFIX: &str = ".unscrubbed";
+/// Suffix after `.dmp` of the scrubber's temporary file (renamed to `.dmp` when complete).
+pub const SCRUBBING_SUFFIX: &str = ".scrubbing";
 
-/// Creates `<dir>/<boot>-<unix ms>.dmp`, mode 0600, creating `dir` (0700) if needed.
+/// Creates `<dir>/<boot>-<unix ms>.dmp.unscrubbed`, mode 0600, creating `dir` (0700) if
+/// needed, under a name whose scrubbed `.dmp` does not exist yet either.
 pub(crate) fn create_dump_file(dir: &Path, boot: &str) -> io::Result<(File, PathBuf)> {
     fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     // A dump holds process memory: the directory is private even if someone made it first.
@@ -24,7 +30,10 @@ pub(crate) fn create_dump_file(dir: &Path, boot: &str) -> io::Result<(File, Path
         } else {
             format!("{boot}-{ms}-{n}.{DUMP_EXTENSION}")
         };
-        let path = dir.join(name);
+        if dir.join(&name).exists() {
+            continue;
+        }
+        let path = dir.join(format!("{name}{UNSCRUBBED_SUFFIX}"));
         match OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&path) {
             Ok(f) => return Ok((f, path)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -32,66 +41,6 @@ pub(crate) fn create_dump_file(dir: &Path, boot: &str) -> io::Result<(File, Path
         }
     }
     Err(io::Error::new(io::ErrorKind::AlreadyExists, "no free dump file name"))
-}
-
-/// Whether an environment variable's name looks like it holds a secret.
-pub fn is_secret_name(name: &OsStr) -> bool {
-    let upper = name.to_string_lossy().to_ascii_uppercase();
-    [
-        "KEY",
-        "TOKEN",
-        "SECRET",
-        "PASSWORD",
-        "PASSWD",
-        "CREDENTIAL",
-        "AUTH",
-        "PRIVATE",
-        "COOKIE",
-        "SESSION",
-    ]
-    .iter()
-    .any(|w| upper.contains(w))
-}
-
-/// Values of this process's secret-looking environment variables (4 bytes or longer). The
-/// child inherits the monitor's environment, so these are the child's secrets too.
-pub(crate) fn secret_env_values() -> Vec<Vec<u8>> {
-    std::env::vars_os()
-        .filter(|(k, v)| is_secret_name(k) && v.len() >= 4)
-        .map(|(_, v)| v.as_bytes().to_vec())
-        .collect()
-}
-
-/// Overwrites every occurrence of each secret in `bytes` with `*`, keeping every offset (the
-/// dump's layout stays valid). Returns the number of occurrences scrubbed.
-pub fn scrub(bytes: &mut [u8], secrets: &[Vec<u8>]) -> usize {
-    let mut n = 0;
-    for s in secrets.iter().filter(|s| !s.is_empty()) {
-        let mut i = 0;
-        while i + s.len() <= bytes.len() {
-            if bytes[i..i + s.len()] == s[..] {
-                bytes[i..i + s.len()].fill(b'*');
-                n += 1;
-                i += s.len();
-            } else {
-                i += 1;
-            }
-        }
-    }
-    n
-}
-
-/// Scrubs a dump file in place.
-pub(crate) fn scrub_file(path: &Path, secrets: &[Vec<u8>]) -> io::Result<usize> {
-    if secrets.is_empty() {
-        return Ok(0);
-    }
-    let mut bytes = fs::read(path)?;
-    let n = scrub(&mut bytes, secrets);
-    if n > 0 {
-        fs::write(path, &bytes)?;
-    }
-    Ok(n)
 }
 
 /// Deletes the oldest dumps in `dir` until their total is within `budget_bytes`, never
@@ -172,31 +121,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn scrubs_every_occurrence_keeping_length() {
-        let mut b = b"xxOPENAI=sk-123456 and sk-123456 again".to_vec();
-        let len = b.len();
-        assert_eq!(scrub(&mut b, &[b"sk-123456".to_vec()]), 2);
-        assert_eq!(b.len(), len);
-        assert_eq!(&b[..], b"xxOPENAI=********* and ********* again");
-    }
-
-    #[test]
-    fn secret_names() {
-        for n in ["OPENAI_API_KEY", "DISPATCH_ADMIN_TOKEN", "db_password", "AWS_SECRET_ACCESS_KEY"]
-        {
-            assert!(is_secret_name(OsStr::new(n)), "{n}");
-        }
-        for n in ["PATH", "HOME", "DISPATCH_VAR_DIR", "RUST_LOG"] {
-            assert!(!is_secret_name(OsStr::new(n)), "{n}");
-        }
-    }
-
-    #[test]
     fn budget_keeps_the_newest_and_the_named_dump() {
         let d = tempfile::tempdir().unwrap();
         let mut paths = Vec::new();
         for i in 0..5 {
-            let (_, p) = create_dump_file(d.path(), &format!("b{i}")).unwrap();
+            let p = d.path().join(format!("b{i}.{DUMP_EXTENSION}"));
             fs::write(&p, vec![0u8; 1000]).unwrap();
             let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000 + i);
             File::options().write(true).open(&p).unwrap().set_modified(t).unwrap();
@@ -206,9 +135,20 @@ mod tests {
         assert_eq!(enforce_budget(d.path(), 2500, Some(&paths[0])).unwrap(), 3);
         assert!(paths[0].exists() && paths[4].exists());
         assert!(!paths[1].exists() && !paths[2].exists() && !paths[3].exists());
+    }
+
+    #[test]
+    fn a_new_dump_is_private_and_unscrubbed_by_name() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("crashes");
+        let (_, p) = create_dump_file(&dir, "boot").unwrap();
+        let name = p.file_name().unwrap().to_str().unwrap().to_string();
+        assert!(name.starts_with("boot-") && name.ends_with(".dmp.unscrubbed"), "{name}");
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(fs::metadata(&paths[0]).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(fs::metadata(d.path()).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        let (_, q) = create_dump_file(&dir, "boot").unwrap();
+        assert_ne!(p, q);
     }
 
     #[test]

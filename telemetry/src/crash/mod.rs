@@ -10,8 +10,8 @@
 //!   re-executes the same binary with the same arguments as its **child**, forwards SIGTERM,
 //!   SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to it, and waits. When the child's handler
 //!   asks for a dump, the monitor writes it with minidump-writer (ptrace from outside) into
-//!   the dump directory (0700, files 0600, secret-looking environment values scrubbed, byte
-//!   budget). When the child is gone it appends `crash` (signal, code, fault address and
+//!   the dump directory (0700, files 0600, secrets scrubbed, byte budget; see below). When
+//!   the child is gone it appends `crash` (signal, code, fault address and
 //!   thread read back from the dump, dump path and size, build-id, the last memory sample
 //!   and the conversations active, from the child's journal) and `exit` (the real wait
 //!   status, core dump flag, OOM kill from the cgroup's `memory.events`) to the child's
@@ -22,22 +22,101 @@
 //!   ptrace it (Yama), asks the kernel for SIGTERM when the monitor dies (a monitor killed on
 //!   its own must not leave the service running unsupervised), and returns a [`Supervised`]
 //!   with the boot id the journal must use.
+//!
+//! # Who may talk to the monitor
+//!
+//! The dump socket is an abstract Unix socket (`@dispatch-crash-<monitor pid>-<boot>`), which
+//! any local process can connect to, so the monitor runs its own small server (not
+//! minidumper's) that serves its child and nobody else:
+//!
+//! - **Peer check at accept.** A connection is kept only if `SO_PEERCRED` names the child's
+//!   process (its pid; the kernel reports the process id for any of its threads) and our
+//!   effective uid. Anything else is closed before a byte is read, and counted.
+//! - **Bounded messages.** Every packet is read into one fixed buffer of
+//!   [`MAX_MESSAGE_BYTES`]; a longer packet, a header whose size disagrees with its packet
+//!   (a "4 GiB" header), or an unknown kind closes that connection. Nothing is allocated from
+//!   what a header claims.
+//! - **Only the child's own crash.** A crash request is served only for the child's pid and a
+//!   thread of it (`/proc/<pid>/task/<tid>`), so no request makes the monitor ptrace and dump
+//!   another process, and no refused request leaves a dump file or a `crash` record.
+//! - **The dump thread never stops on input.** Errors close one connection; a panic while
+//!   writing a dump is caught and the loop goes on with its connections.
+//! - **Its state is visible.** The child holds a second, status connection;
+//!   [`MonitorProbe::check`] (or [`Supervised::dump_server_status`]) pings the dump thread and
+//!   waits at most
+//!   [`MonitorProbe::TIMEOUT`] for the pong, so `/health` reports a dump server that stopped.
+//!   A closed connection (dump thread or monitor gone) stays failed.
+//!
+//! Refusals go to the monitor's stderr (the first few one by one, then a count at exit).
+//!
+//! # What a dump contains, and what is scrubbed
+//!
+//! A minidump of the child holds: every thread's registers and stack memory (the crashing
+//! thread's from its stack pointer up), the memory around the instruction pointer and other
+//! small regions minidump-writer chooses, the module list (paths, build ids, load addresses),
+//! thread names, the open file descriptors' targets (paths, sockets), and Linux streams copied
+//! from `/proc`: `maps`, `status`, `limits`, `auxv`, `cpuinfo`, `lsb-release`, the
+//! **environment** (`environ`) and the **command line** (`cmdline`). Heap
+//! memory is not dumped as a whole, but stacks can hold anything the code was handling (request
+//! bodies, headers, keys read from the environment).
+//!
+//! Before a dump gets its `.dmp` name it is scrubbed ([`scrub_dump_bytes`]):
+//!
+//! 1. Secrets are collected from the monitor's own environment and command line (the child
+//!    inherited both) and from the dump's `environ` and `cmdline` streams:
+//!    - by **name** ([`is_secret_name`]): variables or `--flags` containing `TOKEN`, `SECRET`,
+//!      `PASS` (`PASSWORD`, `DB_PASS`), `KEY`, `DSN`, `CREDENTIAL`, `AUTH`, `PRIVATE`,
+//!      `COOKIE`, `SESSION`, `SIGNATURE`, or `DATABASE_URL`; and `*_URL`/`*_URI` variables
+//!      whose value carries credentials ([`secret_env_values`]). On the command line, the
+//!      value after such a flag (`--openai-api-key X`) or after its `=` (`--admin-token=X`)
+//!      ([`secret_args`]);
+//!    - by **shape**, whatever the name ([`secret_shapes`]): the password of
+//!      `scheme://user:pass@` (the whole userinfo when it has no `:`), `Bearer`/`Basic`/`token`
+//!      credentials, prefixed API keys (`sk-`, `ghp_`, `github_pat_`, `glpat-`, `xoxb-`, ...),
+//!      and whole values that are long (24+), random-looking (3.5+ bits per byte) tokens.
+//! 2. In the `environ` and `cmdline` streams, those values are overwritten with `*` where they
+//!    stand, whatever their length.
+//! 3. Every occurrence of each secret of at least [`MIN_SECRET_BYTES`] anywhere in the dump
+//!    (stacks, other memory, module data) is overwritten with `*` of the same length.
+//! 4. The shapes of step 1 that are safe to look for in binary data (URL credentials, auth
+//!    schemes, prefixed keys) are searched for in the whole dump and masked too.
+//!
+//! Every offset is kept, so the dump still parses. Not scrubbed: secrets that are neither
+//! named nor shaped like one (a short password in a config file the service read, a
+//! customer's message on a stack), secrets shorter than [`MIN_SECRET_BYTES`] outside the two
+//! streams, and secrets in encodings other than the raw bytes (base64 of a key, UTF-16).
+//! Treat dumps as confidential anyway: the directory is 0700 and each file 0600.
+//!
+//! **Never in place, never skipped.** The monitor writes the dump as `<boot>-<ms>.dmp`
+//! [`UNSCRUBBED_SUFFIX`]; once the child is gone it writes the scrubbed bytes to a new
+//! `...dmp`[`SCRUBBING_SUFFIX`] file, syncs it, renames it to `<boot>-<ms>.dmp` and removes
+//! the unscrubbed file. Readers only look at `*.dmp`. A monitor killed before that leaves the
+//! unscrubbed file, and the next monitor scrubs it when it starts, before it starts its child
+//! (and removes a half-written temporary). If scrubbing fails, the dump stays under its
+//! unscrubbed name and the `crash` record says so in `dump_error`.
 
 mod append;
 mod child;
 mod dump;
 mod monitor;
 mod panic_hook;
+mod scrub;
+mod server;
 mod signals;
 
 use std::path::PathBuf;
 
 pub use child::{ALTSTACK_BYTES, ChildGuard, install_thread_altstack};
-pub use dump::{DUMP_EXTENSION, DumpSummary, is_secret_name, scrub, summarize};
+pub use dump::{DUMP_EXTENSION, DumpSummary, SCRUBBING_SUFFIX, UNSCRUBBED_SUFFIX, summarize};
 pub use panic_hook::{
     PANIC_FLUSH_WAIT, PanicContext, TurnContext, current_turn, install_panic_hook, panic_message,
     set_current_turn, set_panic_backtraces, set_panic_context,
 };
+pub use scrub::{
+    MIN_SECRET_BYTES, is_secret_name, scrub, scrub_dump_bytes, secret_args, secret_env_values,
+    secret_shapes,
+};
+pub use server::{MAX_CONNECTIONS, MAX_MESSAGE_BYTES, MonitorProbe};
 pub use signals::{CRASH_SIGNALS, signal_name};
 
 use crate::config::{ConfigError, env_parse, env_string};
@@ -183,6 +262,24 @@ impl Supervised {
     /// The crash handler, for [`ChildGuard::dump_now`].
     pub fn guard(&self) -> Option<&ChildGuard> {
         self.guard.as_ref()
+    }
+
+    /// The status probe of the monitor's dump server, when monitored: a clone can be kept
+    /// (by `/health`) and [`MonitorProbe::check`]ed at any time.
+    pub fn probe(&self) -> Option<&MonitorProbe> {
+        self.guard.as_ref().map(ChildGuard::probe)
+    }
+
+    /// Whether a crash now would get a minidump: monitored, and the monitor's dump thread
+    /// answers ([`MonitorProbe::check`]). The error says why not.
+    ///
+    /// # Errors
+    /// Not monitored (the [`Supervised::note`]), or the dump server does not answer.
+    pub fn dump_server_status(&self) -> Result<(), String> {
+        match &self.guard {
+            Some(g) => g.probe().check(),
+            None => Err(self.note.clone().unwrap_or_else(|| "not monitored".into())),
+        }
     }
 }
 

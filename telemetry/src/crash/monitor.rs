@@ -10,59 +10,12 @@ use std::time::{Duration, Instant};
 
 use dispatch_journal::Record;
 use dispatch_journal::record::{Crash, Exit, HexU64};
-use minidumper::{LoopAction, MinidumpBinary, Server, ServerHandler, SocketName};
 
 use super::append::BootJournal;
+use super::server::{DumpServer, Outcome, Stats};
 use super::signals::{CRASH_SIGNALS, FORWARDED_SIGNALS, signal_name};
-use super::{CrashBuilder, ENV_BOOT, ENV_MONITOR_PID, ENV_SOCKET, dump};
+use super::{CrashBuilder, ENV_BOOT, ENV_MONITOR_PID, ENV_SOCKET, dump, scrub};
 use crate::journal::new_boot_id;
-
-/// What the dump server thread learned.
-#[derive(Default)]
-struct Outcome {
-    dump: Option<Result<PathBuf, String>>,
-    written_after: Option<Duration>,
-}
-
-struct Handler {
-    dir: PathBuf,
-    boot: String,
-    outcome: Arc<Mutex<Outcome>>,
-    requested: Arc<Mutex<Option<Instant>>>,
-}
-
-impl ServerHandler for Handler {
-    fn create_minidump_file(&self) -> Result<(std::fs::File, PathBuf), std::io::Error> {
-        if let Ok(mut r) = self.requested.lock() {
-            *r = Some(Instant::now());
-        }
-        let created = dump::create_dump_file(&self.dir, &self.boot);
-        if let (Err(e), Ok(mut o)) = (&created, self.outcome.lock()) {
-            // minidumper drops this error after logging it; keep it for the crash record.
-            o.dump = Some(Err(format!("creating a dump file in {}: {e}", self.dir.display())));
-        }
-        created
-    }
-
-    fn on_minidump_created(&self, result: Result<MinidumpBinary, minidumper::Error>) -> LoopAction {
-        let started = self.requested.lock().ok().and_then(|r| *r);
-        if let Ok(mut o) = self.outcome.lock() {
-            o.written_after = started.map(|t| t.elapsed());
-            o.dump = Some(match result {
-                Ok(mut bin) => {
-                    use std::io::Write;
-                    let _ = bin.file.flush();
-                    let _ = bin.file.sync_all();
-                    Ok(bin.path)
-                }
-                Err(e) => Err(format!("writing the minidump failed: {e}")),
-            });
-        }
-        LoopAction::Continue
-    }
-
-    fn on_message(&self, _kind: u32, _buffer: Vec<u8>) {}
-}
 
 static CHILD_PID: AtomicI32 = AtomicI32::new(0);
 
@@ -97,36 +50,29 @@ pub(crate) fn run(cfg: &CrashBuilder) -> ! {
     let boot = new_boot_id();
     let socket = format!("dispatch-crash-{}-{}", std::process::id(), &boot[..8]);
     let outcome = Arc::new(Mutex::new(Outcome::default()));
-    let requested = Arc::new(Mutex::new(None));
+    let stats = Arc::new(Stats::default());
     let shutdown = Arc::new(AtomicBool::new(false));
-    let mut setup_error = None;
-    let server_thread = match Server::with_name(SocketName::Abstract(&socket)) {
-        Ok(mut server) => {
-            let handler = Handler {
-                dir: cfg.dump_dir.clone(),
-                boot: boot.clone(),
-                outcome: outcome.clone(),
-                requested: requested.clone(),
-            };
-            let stop = shutdown.clone();
-            std::thread::Builder::new()
-                .name("dispatch-crash-dumper".into())
-                .spawn(move || {
-                    if let Err(e) = server.run(Box::new(handler), &stop, None) {
-                        eprintln!("dispatch-telemetry: crash monitor: dump server stopped: {e}");
-                    }
-                })
-                .map_err(|e| setup_error = Some(format!("starting the dump server thread: {e}")))
-                .ok()
+    // Before anything (the child included) can read the dump directory: dumps a killed
+    // monitor left unscrubbed are scrubbed now.
+    let secrets = scrub::process_secrets();
+    for (path, done) in scrub::scrub_leftovers(&cfg.dump_dir, &secrets) {
+        match done {
+            Ok(_) => eprintln!(
+                "dispatch-telemetry: crash monitor: scrubbed {} left by an earlier monitor",
+                path.display()
+            ),
+            Err(e) => eprintln!(
+                "dispatch-telemetry: crash monitor: scrubbing {} left by an earlier monitor: {e}",
+                path.display()
+            ),
         }
-        Err(e) => {
-            setup_error = Some(format!("crash monitor socket {socket}: {e}"));
-            None
-        }
-    };
-    if let Some(e) = &setup_error {
-        eprintln!("dispatch-telemetry: crash monitor: {e}; the service runs without minidumps");
     }
+    // Bound before the child starts (its connections wait in the backlog); served once its
+    // pid is known, so no other process ever gets a turn.
+    let mut setup_error = None;
+    let server = DumpServer::bind(&socket)
+        .map_err(|e| setup_error = Some(format!("crash monitor socket @{socket}: {e}")))
+        .ok();
     let oom_before = crate::memory::cgroup::oom_kill_count();
 
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
@@ -134,7 +80,7 @@ pub(crate) fn run(cfg: &CrashBuilder) -> ! {
     cmd.args(std::env::args_os().skip(1))
         .env(ENV_BOOT, &boot)
         .env(ENV_MONITOR_PID, std::process::id().to_string());
-    if server_thread.is_some() {
+    if server.is_some() {
         cmd.env(ENV_SOCKET, &socket);
     }
     install_forwarders();
@@ -148,6 +94,25 @@ pub(crate) fn run(cfg: &CrashBuilder) -> ! {
     };
     let pid = child.id();
     CHILD_PID.store(pid as i32, Ordering::Relaxed);
+    let server_thread = server.and_then(|server| {
+        server
+            .spawn(
+                pid,
+                cfg.dump_dir.clone(),
+                boot.clone(),
+                outcome.clone(),
+                stats.clone(),
+                shutdown.clone(),
+            )
+            .map_err(|e| {
+                let e = format!("starting the dump server thread: {e}");
+                eprintln!(
+                    "dispatch-telemetry: crash monitor: {e}; the service runs without minidumps"
+                );
+                setup_error = Some(e);
+            })
+            .ok()
+    });
     // Do not waitpid() until the child has terminated: while a dump is being written, the
     // dumper thread ptraces the child, and a waitpid() from any thread of this process would
     // swallow the ptrace stops the dumper is waiting for.
@@ -167,6 +132,16 @@ pub(crate) fn run(cfg: &CrashBuilder) -> ! {
     shutdown.store(true, Ordering::Relaxed);
     if let Some(t) = server_thread {
         let _ = t.join();
+    }
+    let (refused_peers, refused_messages) = (
+        stats.refused_peers.load(Ordering::Relaxed),
+        stats.refused_messages.load(Ordering::Relaxed),
+    );
+    if refused_peers + refused_messages > 0 {
+        eprintln!(
+            "dispatch-telemetry: crash monitor: the dump server refused {refused_peers} \
+             connection(s) from other processes and {refused_messages} bad message(s) this run"
+        );
     }
     let oom_killed = match (oom_before, crate::memory::cgroup::oom_kill_count()) {
         (Some(a), Some(b)) => Some(b > a),
@@ -192,45 +167,51 @@ pub(crate) fn run(cfg: &CrashBuilder) -> ! {
             crash.signo = Some(sig);
         }
         match outcome.dump {
-            Some(Ok(path)) => {
-                let scrubbed = dump::scrub_file(&path, &dump::secret_env_values());
-                if let Err(e) = &scrubbed {
-                    eprintln!(
-                        "dispatch-telemetry: crash monitor: scrubbing {}: {e}",
-                        path.display()
+            Some(Ok(unscrubbed)) => match scrub::scrub_file(&unscrubbed, &secrets) {
+                Err(e) => {
+                    // Never published under a `.dmp` name unscrubbed; the next start retries.
+                    let e = format!(
+                        "scrubbing the minidump failed ({e}); left unscrubbed at {}",
+                        unscrubbed.display()
                     );
+                    summary_line = format!("; no minidump: {e}");
+                    crash.dump_error = Some(e);
                 }
-                match dump::summarize(&path) {
-                    Ok(s) => {
-                        if let Some(signo) = s.signo {
-                            crash.signal = Some(signal_name(signo));
-                            crash.signo = Some(signo);
+                Ok((path, _masked)) => {
+                    match dump::summarize(&path) {
+                        Ok(s) => {
+                            if let Some(signo) = s.signo {
+                                crash.signal = Some(signal_name(signo));
+                                crash.signo = Some(signo);
+                            }
+                            crash.code = s.code;
+                            crash.fault_address = s.fault_address.map(HexU64);
+                            crash.thread = s.thread.map(u64::from);
+                            crash.thread_name = s.thread_name;
                         }
-                        crash.code = s.code;
-                        crash.fault_address = s.fault_address.map(HexU64);
-                        crash.thread = s.thread.map(u64::from);
-                        crash.thread_name = s.thread_name;
+                        Err(e) => {
+                            crash.dump_error = Some(format!("the dump does not read back: {e}"))
+                        }
                     }
-                    Err(e) => crash.dump_error = Some(format!("the dump does not read back: {e}")),
-                }
-                let bytes = std::fs::metadata(&path).map(|m| m.len()).ok();
-                crash.minidump_bytes = bytes;
-                crash.minidump = Some(path.display().to_string());
-                summary_line = format!(
-                    "; minidump {} ({} bytes, written {} ms after the request)",
-                    path.display(),
-                    bytes.unwrap_or(0),
-                    outcome.written_after.map_or(0, |d| d.as_millis())
-                );
-                if let Err(e) =
-                    dump::enforce_budget(&cfg.dump_dir, cfg.dump_budget_bytes, Some(&path))
-                {
-                    eprintln!(
-                        "dispatch-telemetry: crash monitor: dump budget in {}: {e}",
-                        cfg.dump_dir.display()
+                    let bytes = std::fs::metadata(&path).map(|m| m.len()).ok();
+                    crash.minidump_bytes = bytes;
+                    crash.minidump = Some(path.display().to_string());
+                    summary_line = format!(
+                        "; minidump {} ({} bytes, written {} ms after the request)",
+                        path.display(),
+                        bytes.unwrap_or(0),
+                        outcome.written_after.map_or(0, |d| d.as_millis())
                     );
+                    if let Err(e) =
+                        dump::enforce_budget(&cfg.dump_dir, cfg.dump_budget_bytes, Some(&path))
+                    {
+                        eprintln!(
+                            "dispatch-telemetry: crash monitor: dump budget in {}: {e}",
+                            cfg.dump_dir.display()
+                        );
+                    }
                 }
-            }
+            },
             Some(Err(e)) => {
                 summary_line = format!("; no minidump: {e}");
                 crash.dump_error = Some(e);
