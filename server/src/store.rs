@@ -245,6 +245,15 @@ CREATE TABLE IF NOT EXISTS messages (
     created_ms INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation, id);
+-- Streamed text of a message still being written, one row per flush: appending never
+-- rewrites what is stored, so a long answer costs writes linear in its size. Folded into
+-- messages.content when the step finishes or the turn is sealed.
+CREATE TABLE IF NOT EXISTS message_chunks (
+    message INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    PRIMARY KEY (message, seq)
+) STRICT;
 CREATE INDEX IF NOT EXISTS messages_by_turn ON messages(turn);
 ";
 
@@ -282,6 +291,8 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // The WAL is truncated back to 64 MiB after a checkpoint instead of keeping its peak.
+        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         Ok(Store { conn: Arc::new(Mutex::new(conn)), path: path.to_path_buf() })
@@ -455,10 +466,11 @@ pub fn get_conversation(
         )
         .optional()?;
     let Some(summary) = summary else { return Ok(None) };
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, turn, role, content, tool_calls, tool_call_id, tool_name, is_error, truncated, \
-         output_file, partial, created_ms FROM messages WHERE conversation = ?1 ORDER BY id",
-    )?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT id, turn, role, {MESSAGE_TEXT}, tool_calls, tool_call_id, tool_name, is_error, \
+             truncated, output_file, partial, created_ms FROM messages WHERE conversation = ?1 \
+             ORDER BY id"
+    ))?;
     let mut messages = Vec::new();
     let mut rows = stmt.query([id])?;
     while let Some(r) = rows.next()? {
@@ -581,10 +593,10 @@ pub fn load_history(
     conn: &mut Connection,
     conversation: &str,
 ) -> Result<Vec<HistoryMessage>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT role, content, tool_calls, tool_call_id, tool_name FROM messages \
-         WHERE conversation = ?1 ORDER BY id",
-    )?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT role, {MESSAGE_TEXT}, tool_calls, tool_call_id, tool_name FROM messages \
+             WHERE conversation = ?1 ORDER BY id"
+    ))?;
     let mut rows = stmt.query([conversation])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
@@ -620,15 +632,32 @@ pub fn begin_assistant(
     Ok(conn.last_insert_rowid())
 }
 
-/// Appends streamed text to an open assistant message (only the new text crosses over).
+/// Appends streamed text to an open assistant message: one new chunk row, so nothing stored
+/// is rewritten (the message's text is its content plus its chunks in order).
 ///
 /// # Errors
 /// SQLite fails.
 pub fn append_assistant(conn: &mut Connection, message: i64, text: &str) -> Result<(), StoreError> {
     conn.execute(
-        "UPDATE messages SET content = content || ?2 WHERE id = ?1",
+        "INSERT INTO message_chunks (message, seq, text) VALUES (?1, \
+         (SELECT coalesce(max(seq), -1) + 1 FROM message_chunks WHERE message = ?1), ?2)",
         params![message, text],
     )?;
+    Ok(())
+}
+
+/// A message's text as stored: its content, then its streamed chunks (for a partial one).
+const MESSAGE_TEXT: &str = "CASE WHEN partial = 1 THEN content || coalesce((SELECT \
+    group_concat(k.text, '' ORDER BY k.seq) FROM message_chunks k WHERE k.message = messages.id), '') \
+    ELSE content END";
+
+/// Folds the streamed chunks of `message` into its content (once, when it stops growing).
+fn fold_chunks(conn: &Connection, message: i64) -> Result<(), StoreError> {
+    conn.execute(
+        &format!("UPDATE messages SET content = {MESSAGE_TEXT} WHERE id = ?1 AND partial = 1"),
+        [message],
+    )?;
+    conn.execute("DELETE FROM message_chunks WHERE message = ?1", [message])?;
     Ok(())
 }
 
@@ -647,10 +676,13 @@ pub fn finish_assistant(
     } else {
         Some(serde_json::to_string(calls).map_err(|e| StoreError::Corrupt(e.to_string()))?)
     };
-    conn.execute(
+    let tx = conn.transaction()?;
+    tx.execute(
         "UPDATE messages SET content = ?2, tool_calls = ?3, partial = 0 WHERE id = ?1",
         params![message, text, calls],
     )?;
+    tx.execute("DELETE FROM message_chunks WHERE message = ?1", [message])?;
+    tx.commit()?;
     Ok(())
 }
 
@@ -727,6 +759,16 @@ pub fn seal_turn_tx(
         detail,
     };
     // Partial assistant output: keep it (marked) or drop it when there is nothing to keep.
+    let ids: Vec<i64> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id FROM messages WHERE turn = ?1 AND role = 'assistant' AND partial = 1",
+        )?;
+        let rows = stmt.query_map([turn], |r| r.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    for id in ids {
+        fold_chunks(tx, id)?;
+    }
     let partials: Vec<(i64, i64, bool)> = {
         let mut stmt = tx.prepare_cached(
             "SELECT id, length(CAST(content AS BLOB)), tool_calls IS NOT NULL FROM messages \

@@ -47,8 +47,10 @@ async fn sigkill_mid_stream_then_restart_repairs_and_seals_every_turn() {
             .ok()?;
             let n: i64 = conn
                 .query_row(
+                    // Streamed text sits in message_chunks until the step ends.
                     "SELECT count(DISTINCT conversation) FROM messages WHERE role = 'assistant' \
-                     AND partial = 1 AND length(content) >= 20",
+                     AND partial = 1 AND length(content) + coalesce((SELECT sum(length(k.text)) \
+                     FROM message_chunks k WHERE k.message = messages.id), 0) >= 20",
                     [],
                     |r| r.get(0),
                 )
