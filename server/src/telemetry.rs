@@ -103,6 +103,9 @@ impl CrashMonitorStatus {
 pub fn process_start(settings: &Settings, crash: &CrashMonitorStatus) -> ProcessStart {
     let mut config = settings.summary();
     config.insert("crash_monitor".into(), crash.as_str().into());
+    // How tool calls are confined on this kernel (`unavailable: <why>` when they are not).
+    let sandbox = crate::tools::sandbox::SandboxStatus::probe(settings.tool_sandbox);
+    config.insert("tool_sandbox".into(), sandbox.describe().into());
     if let Some(note) = &crash.note {
         config.insert("crash_monitor_note".into(), note.clone().into());
     }
