@@ -240,8 +240,9 @@ impl Tools {
     /// The work directory of `conversation`, created (0700, the parent too) when missing.
     ///
     /// # Errors
-    /// It cannot be created, the parent is not a private directory of this user (0700, ours,
-    /// not a symlink), or it contains the var directory.
+    /// It cannot be created, the parent is not ours or is writable by others, the
+    /// conversation's directory is not ours and 0700 (or is a symlink), or it contains the var
+    /// directory.
     pub fn workdir(&self, conversation: &str) -> Result<PathBuf, ToolError> {
         let base = &self.settings.workdir;
         let dir = base.join(clean_name(conversation));
@@ -251,24 +252,28 @@ impl Tools {
             .mode(0o700)
             .create(&dir)
             .map_err(|e| setup(format!("creating it: {e}")))?;
-        for d in [base, &dir] {
+        // The parent may be shared with nobody who could swap the conversation's directory (no
+        // group or other write); the conversation's own is private (0700).
+        for (d, forbidden, wanted) in
+            [(base, 0o022, "no group or other write"), (&dir, 0o077, "0700")]
+        {
             let meta = std::fs::symlink_metadata(d)
                 .map_err(|e| setup(format!("reading {}: {e}", d.display())))?;
             let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
             let owner = std::os::unix::fs::MetadataExt::uid(&meta);
-            if !meta.is_dir() || owner != crate::sys::effective_uid() || mode & 0o077 != 0 {
+            let uid = crate::sys::effective_uid();
+            if !meta.is_dir() || owner != uid || mode & forbidden != 0 {
+                let kind = if meta.is_symlink() {
+                    "a symlink"
+                } else if meta.is_dir() {
+                    "a directory"
+                } else {
+                    "not a directory"
+                };
                 return Err(setup(format!(
-                    "{} must be a directory of uid {} with mode 0700 (it is {}, uid {owner}, \
-                     mode {:o}); set DISPATCH_TOOL_WORKDIR elsewhere or fix it",
+                    "{} must be a directory of uid {uid} with mode {wanted} (it is {kind}, uid \
+                     {owner}, mode {:o}); set DISPATCH_TOOL_WORKDIR elsewhere or fix it",
                     d.display(),
-                    crate::sys::effective_uid(),
-                    if meta.is_symlink() {
-                        "a symlink"
-                    } else if meta.is_dir() {
-                        "a directory"
-                    } else {
-                        "a file"
-                    },
                     mode & 0o7777
                 )));
             }

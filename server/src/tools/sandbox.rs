@@ -235,6 +235,34 @@ fn ruleset(
 mod tests {
     use super::*;
 
+    /// Runs `command` under Landlock alone (no namespaces, as on a kernel without them);
+    /// returns whether it succeeded.
+    fn landlocked(command: &str, confined: bool) -> bool {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", command]).stdout(std::process::Stdio::null());
+        if confined {
+            let ruleset = ruleset(PathFd::new(dir.path()).unwrap(), &[]).unwrap();
+            let c = Confinement { ruleset: Some(ruleset), pid_namespace: false, proc_rule: None };
+            crate::sys::confine_child(&mut cmd, c);
+        }
+        cmd.status().unwrap().success()
+    }
+
+    #[test]
+    fn landlock_alone_scopes_signals_and_keeps_proc_closed() {
+        if kernel_support().landlock.as_ref().is_ok_and(|abi| *abi >= 6) {
+            let me = std::process::id();
+            assert!(landlocked(&format!("kill -0 {me}"), false), "the check can fail");
+            assert!(!landlocked(&format!("kill -0 {me}"), true), "signal scoping");
+            assert!(landlocked(&format!("head -c1 /proc/{me}/environ"), false));
+            assert!(!landlocked(&format!("head -c1 /proc/{me}/environ"), true), "no /proc");
+            assert!(landlocked("ls /usr/bin", true), "system paths stay readable");
+        } else {
+            eprintln!("SKIPPED: this kernel has no Landlock ABI >= 6: {:?}", kernel_support());
+        }
+    }
+
     #[test]
     fn off_is_unavailable_and_says_why() {
         let s = SandboxStatus::probe(false);
