@@ -88,6 +88,62 @@ pub struct Confinement {
     /// child once `/proc` is mounted (a rule made in the parent would name the server's
     /// `/proc`, which the new mount hides).
     pub proc_rule: Option<ProcRule>,
+    /// With `pid_namespace`, for a server without `CAP_SYS_ADMIN`: create a user namespace
+    /// too (which owns the others), mapping the server's uid and gid to themselves.
+    pub user_maps: Option<UserMaps>,
+}
+
+/// The contents written to `/proc/self/uid_map` and `gid_map` (made in the parent).
+#[derive(Debug, Clone)]
+pub struct UserMaps {
+    /// `<uid> <uid> 1`.
+    pub uid_map: Vec<u8>,
+    /// `<gid> <gid> 1`.
+    pub gid_map: Vec<u8>,
+}
+
+impl UserMaps {
+    /// Maps this process's effective uid and gid to themselves.
+    #[allow(unsafe_code)]
+    pub fn identity() -> UserMaps {
+        // SAFETY: geteuid(2) and getegid(2) cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        UserMaps {
+            uid_map: format!("{uid} {uid} 1\n").into_bytes(),
+            gid_map: format!("{gid} {gid} 1\n").into_bytes(),
+        }
+    }
+}
+
+/// Writes `data` to the file `path` in one write(2). Child side of [`confine_child`].
+#[allow(unsafe_code)]
+fn write_proc_file(path: &std::ffi::CStr, data: &[u8]) -> std::io::Result<()> {
+    // SAFETY: open(2) of a NUL-terminated path that outlives the call.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: write(2) reads `data.len()` bytes of the live slice `data`.
+    let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: closing the descriptor opened above, used by nothing else.
+    unsafe {
+        libc::close(fd);
+    }
+    if usize::try_from(n).ok() == Some(data.len()) { Ok(()) } else { Err(err) }
+}
+
+/// Drops every capability from the bounding set, so that the program executed next (root
+/// included) starts with none. Errors (no `CAP_SETPCAP`: an unprivileged server without
+/// namespaces, whose tools have no capabilities anyway) are ignored.
+#[allow(unsafe_code)]
+fn drop_bounding_capabilities() {
+    for cap in 0..64 {
+        // SAFETY: prctl(PR_CAPBSET_DROP) takes integers only; an unknown cap is EINVAL.
+        unsafe {
+            libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong);
+        }
+    }
 }
 
 /// A Landlock path-beneath rule for `/proc`, added by the child ([`Confinement::proc_rule`]).
@@ -139,10 +195,11 @@ fn add_proc_rule(rule: &ProcRule) -> std::io::Result<()> {
 /// Makes `cmd`'s child enter `confinement` before it executes the program.
 ///
 /// With `pid_namespace`, the child the server sees (the *keeper*) calls
-/// `unshare(CLONE_NEWPID | CLONE_NEWNS)` and forks: the grandchild is pid 1 of the new
+/// `unshare(CLONE_NEWPID | CLONE_NEWNS)` (with `CLONE_NEWUSER` and its id maps when
+/// `user_maps` is set) and forks: the grandchild is pid 1 of the new
 /// namespace, gets `PR_SET_PDEATHSIG(SIGKILL)` (so it dies with the keeper), makes its mounts
-/// private and mounts a fresh `/proc` over the server's, applies the ruleset and goes on to
-/// `exec`; the keeper closes every descriptor it holds (the output pipe, std's exec-error
+/// private and mounts a fresh `/proc` over the server's, drops every capability from its
+/// bounding set, applies the ruleset and goes on to `exec`; the keeper closes every descriptor it holds (the output pipe, std's exec-error
 /// pipe), waits for it and exits with its status (128 + signal when it was killed). Both stay
 /// in the process group the server kills on timeout.
 #[allow(unsafe_code)]
@@ -152,7 +209,8 @@ pub fn confine_child(cmd: &mut std::process::Command, confinement: Confinement) 
     let hook = move || enter_confinement(&mut confinement);
     // SAFETY: `pre_exec` runs the closure in the forked child of a multi-threaded process,
     // where only async-signal-safe work is sound. `enter_confinement` makes raw syscalls
-    // only (unshare, fork, prctl, close_range, waitpid, _exit, landlock_restrict_self): it
+    // only (unshare, fork, prctl, mount, open, write, close, close_range, waitpid, _exit,
+    // landlock_add_rule, landlock_restrict_self) on memory prepared in the parent: it
     // allocates nothing, takes no lock and touches no state shared with other threads (the
     // ruleset was built in the parent; `restrict_self` reads its fd and flags).
     unsafe {
@@ -165,9 +223,16 @@ pub fn confine_child(cmd: &mut std::process::Command, confinement: Confinement) 
 #[allow(unsafe_code)]
 fn enter_confinement(c: &mut Confinement) -> std::io::Result<()> {
     if c.pid_namespace {
+        let user = if c.user_maps.is_some() { libc::CLONE_NEWUSER } else { 0 };
         // SAFETY: unshare(2) takes a flag word and touches no memory of ours.
-        if unsafe { libc::unshare(libc::CLONE_NEWPID | libc::CLONE_NEWNS) } != 0 {
+        if unsafe { libc::unshare(user | libc::CLONE_NEWPID | libc::CLONE_NEWNS) } != 0 {
             return Err(std::io::Error::last_os_error());
+        }
+        if let Some(maps) = &c.user_maps {
+            // An unprivileged process may map its own ids once setgroups(2) is denied.
+            write_proc_file(c"/proc/self/setgroups", b"deny")?;
+            write_proc_file(c"/proc/self/uid_map", &maps.uid_map)?;
+            write_proc_file(c"/proc/self/gid_map", &maps.gid_map)?;
         }
         // SAFETY: fork(2) in a child that is single-threaded (it was just forked itself);
         // both sides go on with async-signal-safe calls only.
@@ -208,6 +273,7 @@ fn enter_confinement(c: &mut Confinement) -> std::io::Result<()> {
             add_proc_rule(rule)?;
         }
     }
+    drop_bounding_capabilities();
     if let Some(ruleset) = c.ruleset.take() {
         if ruleset.restrict_self().is_err() {
             let err = std::io::Error::last_os_error();

@@ -143,6 +143,16 @@ async fn a_sandboxed_tool_cannot_reach_the_server_but_works_in_its_directory() {
     let mode = std::fs::metadata(&workdir).unwrap().permissions();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o700);
 
+    // The call's own /proc: its processes only (sh is pid 1), and no capabilities, even
+    // though the server runs as root here.
+    let (result, _) =
+        sh(&http, &c, "ls /proc | grep -c '^[0-9]' ; grep CapEff /proc/self/status").await;
+    assert_eq!(result["is_error"], false, "{result}");
+    let text = content(&result);
+    let pids: u32 = text.lines().next().and_then(|l| l.trim().parse().ok()).unwrap_or(u32::MAX);
+    assert!(pids <= 4, "only the call's processes are visible: {text}");
+    assert!(text.contains("CapEff:\t0000000000000000"), "{text}");
+
     // The environment is rebuilt from the allowlist: no secret, HOME is the work directory.
     let (result, _) = sh(&http, &c, "env").await;
     let env = content(&result);

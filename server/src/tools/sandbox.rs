@@ -13,9 +13,13 @@
 //!   kernel kills everything left in the namespace, including processes that left the
 //!   process group with `setsid` after a double fork. Chosen over a child subreaper (which
 //!   would have to find and kill the orphans itself, racing their forks) and over cgroups
-//!   (v1 on the target machines, no delegation); it needs `CAP_SYS_ADMIN` (the server runs
-//!   as root). The namespace gets its own `/proc` (readable, so `ps` and `/proc/self`
-//!   work), where the server's processes do not exist.
+//!   (v1 on the target machines, no delegation). It needs `CAP_SYS_ADMIN` (a server running
+//!   as root); without it the namespaces are created inside a new user namespace that maps
+//!   the server's uid and gid to themselves (where the kernel allows unprivileged user
+//!   namespaces; both ways are probed at start). The namespace gets its own `/proc`
+//!   (readable, so `ps` and `/proc/self` work), where the server's processes do not exist.
+//! - **No capabilities**: the child empties its bounding set before `exec`, so a tool of a
+//!   root server runs as root without any capability (and Landlock forbids `mount`).
 //!
 //! `/proc` is read-only *only* with that private `/proc`. Landlock's ptrace rule was
 //! expected to keep a confined tool from opening `/proc/<server>/environ`, but on the
@@ -35,7 +39,7 @@ use landlock::{
     path_beneath_rules,
 };
 
-use crate::sys::{Confinement, ProcRule};
+use crate::sys::{Confinement, ProcRule, UserMaps};
 
 /// Directories a tool may read and execute from (those that exist); `/proc` too when the
 /// call has its own (see the module docs).
@@ -57,8 +61,9 @@ const RULES_ABI: ABI = ABI::V6;
 pub struct KernelSupport {
     /// The Landlock ABI, or why there is none.
     pub landlock: Result<i32, String>,
-    /// Whether a tool can run in its own PID namespace, or why not.
-    pub pid_namespace: Result<(), String>,
+    /// Whether a tool can run in its own PID namespace (`Some` id maps: inside a user
+    /// namespace of its own, for a server without `CAP_SYS_ADMIN`), or why not.
+    pub pid_namespace: Result<Option<UserMaps>, String>,
 }
 
 /// What the kernel supports (probed at the first call, then cached for the process).
@@ -76,9 +81,24 @@ pub fn kernel_support() -> &'static KernelSupport {
     })
 }
 
-/// Runs `sh -c 'exit 7'` in a PID namespace under the keeper and checks the status comes
-/// back: proves unshare, the fork and the status relay work here.
-fn probe_pid_namespace() -> Result<(), String> {
+/// Runs `sh -c 'exit 7'` in a PID and mount namespace under the keeper (first as we are,
+/// then in a user namespace) and checks the status comes back: proves unshare, the private
+/// `/proc`, the fork and the status relay work here.
+fn probe_pid_namespace() -> Result<Option<UserMaps>, String> {
+    let privileged = probe_with(None);
+    if privileged.is_ok() {
+        return Ok(None);
+    }
+    let maps = UserMaps::identity();
+    match probe_with(Some(maps.clone())) {
+        Ok(()) => Ok(Some(maps)),
+        Err(user) => {
+            Err(format!("{}; with a user namespace: {user}", privileged.err().unwrap_or_default()))
+        }
+    }
+}
+
+fn probe_with(user_maps: Option<UserMaps>) -> Result<(), String> {
     let mut cmd = std::process::Command::new("sh");
     cmd.args(["-c", "exit 7"])
         .env_clear()
@@ -86,7 +106,7 @@ fn probe_pid_namespace() -> Result<(), String> {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    let probe = Confinement { ruleset: None, pid_namespace: true, proc_rule: None };
+    let probe = Confinement { ruleset: None, pid_namespace: true, proc_rule: None, user_maps };
     crate::sys::confine_child(&mut cmd, probe);
     match cmd.status() {
         Ok(s) if s.code() == Some(7) => Ok(()),
@@ -159,9 +179,14 @@ impl SandboxStatus {
     /// namespace per call (private /proc)`, `partial: ...` or `unavailable: ...`.
     pub fn describe(&self) -> String {
         match self {
-            SandboxStatus::Full { abi } => {
-                format!("landlock abi {abi}, pid and mount namespace per call (private /proc)")
-            }
+            SandboxStatus::Full { abi } => format!(
+                "landlock abi {abi}, pid and mount namespace per call (private /proc{})",
+                if matches!(kernel_support().pid_namespace, Ok(Some(_))) {
+                    ", in a user namespace"
+                } else {
+                    ""
+                }
+            ),
             SandboxStatus::Partial { abi, what } => {
                 format!("partial: landlock abi {abi}; {what}")
             }
@@ -211,7 +236,11 @@ impl SandboxStatus {
             }
             _ => None,
         };
-        Ok(Confinement { ruleset, pid_namespace, proc_rule })
+        let user_maps = match &kernel_support().pid_namespace {
+            Ok(maps) if pid_namespace => maps.clone(),
+            _ => None,
+        };
+        Ok(Confinement { ruleset, pid_namespace, proc_rule, user_maps })
     }
 }
 
@@ -243,7 +272,12 @@ mod tests {
         cmd.args(["-c", command]).stdout(std::process::Stdio::null());
         if confined {
             let ruleset = ruleset(PathFd::new(dir.path()).unwrap(), &[]).unwrap();
-            let c = Confinement { ruleset: Some(ruleset), pid_namespace: false, proc_rule: None };
+            let c = Confinement {
+                ruleset: Some(ruleset),
+                pid_namespace: false,
+                proc_rule: None,
+                user_maps: None,
+            };
             crate::sys::confine_child(&mut cmd, c);
         }
         cmd.status().unwrap().success()
