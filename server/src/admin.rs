@@ -3,7 +3,7 @@
 //! `Authorization: Bearer <token>`.
 //!
 //! - `POST /admin/fault/{name}`: `segfault`, `abort`, `stack-overflow`, `sigbus`, `sigill`
-//!   answer 202 and crash the process [`CRASH_DELAY`](crate::faults::CRASH_DELAY) later (so the client gets its answer);
+//!   answer 202 and crash the process [`CRASH_DELAY`] later (so the client gets its answer);
 //!   the crash monitor writes the minidump and the `crash`/`exit` records. `panic-turn` makes
 //!   the next turn's task panic (that turn fails, the process stays up). `panic-thread` panics a
 //!   background thread (journaled, the process stays up). `leak` `{"mb_per_turn": N}` makes

@@ -314,6 +314,10 @@ async fn health(State(state): State<AppState>) -> Response {
     if let CollectorState::Failed(e) = &collector {
         warnings.push(format!("embedded collector stopped: {e}"));
     }
+    let tool_sandbox = state.tools.sandbox().describe();
+    if !state.tools.sandbox().is_full() {
+        warnings.push(format!("tool sandbox {tool_sandbox}"));
+    }
     let body = json!({
         "ok": ok,
         "version": env!("CARGO_PKG_VERSION"),
@@ -324,6 +328,7 @@ async fn health(State(state): State<AppState>) -> Response {
         "turns_in_flight": state.activity.limiter.in_flight(),
         "queue_depth": state.activity.limiter.queued(),
         "shutting_down": state.activity.is_shutting_down(),
+        "tool_sandbox": tool_sandbox,
         "telemetry": {
             "journal": if journal_ok { "ok" } else { "failing" },
             "sampler": match &state.sampler {

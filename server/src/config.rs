@@ -33,6 +33,10 @@ pub const DEFAULT_TOOL_OUTPUT_MAX_BYTES: usize = 50 * 1024;
 pub const DEFAULT_TOOL_OUTPUT_MAX_LINES: usize = 2000;
 /// Byte budget of the tool-output directory (1 GiB); oldest offload files are deleted first. Env: `DISPATCH_TOOL_OUTPUT_BUDGET_BYTES`.
 pub const DEFAULT_TOOL_OUTPUT_BUDGET_BYTES: u64 = 1024 * 1024 * 1024;
+/// Largest offload file of one tool call, bytes (16 MiB); the call is killed when its output reaches it. Env: `DISPATCH_TOOL_OUTPUT_FILE_MAX_BYTES`.
+pub const DEFAULT_TOOL_OUTPUT_FILE_MAX_BYTES: u64 = 16 * 1024 * 1024;
+/// Parent of the per-conversation tool work directories (each `<this>/<conversation>`, 0700), outside the var directory. Env: `DISPATCH_TOOL_WORKDIR`.
+pub const DEFAULT_TOOL_WORKDIR: &str = "/tmp/dispatch-tools";
 /// `ssh -o ConnectTimeout=`, seconds. Env: `DISPATCH_SSH_CONNECT_TIMEOUT_S`.
 pub const DEFAULT_SSH_CONNECT_TIMEOUT_S: u64 = 10;
 /// Tokens per second the `sim` provider streams (0: as fast as it can). Env: `DISPATCH_SIM_TOKENS_PER_SEC`.
@@ -190,9 +194,22 @@ pub struct Config {
     /// Provider round trips per turn.
     #[arg(long, env = "DISPATCH_MAX_STEPS", default_value_t = DEFAULT_MAX_STEPS)]
     pub max_steps: u32,
-    /// Working directory of the sh tool [default: the server's working directory].
-    #[arg(long, env = "DISPATCH_TOOL_WORKDIR")]
-    pub tool_workdir: Option<PathBuf>,
+    /// Parent of the per-conversation tool work directories (`<dir>/<conversation>`, 0700,
+    /// the only place a sandboxed tool may write; keep it outside the var directory).
+    #[arg(long, env = "DISPATCH_TOOL_WORKDIR", default_value = DEFAULT_TOOL_WORKDIR)]
+    pub tool_workdir: PathBuf,
+    /// Confine tool calls (Landlock, a PID namespace per call); `false` runs them unconfined.
+    #[arg(long, env = "DISPATCH_TOOL_SANDBOX", default_value_t = true, action = ArgAction::Set,
+          value_parser = BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
+    pub tool_sandbox: bool,
+    /// Refuse to run tools (the call ends with an error) unless the sandbox is fully enforced.
+    #[arg(long, env = "DISPATCH_TOOLS_REQUIRE_SANDBOX", default_value_t = false, action = ArgAction::Set,
+          value_parser = BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
+    pub tools_require_sandbox: bool,
+    /// Environment variables passed to tools besides PATH, HOME, TMPDIR, LANG and TERM
+    /// (comma-separated names; the server's secrets are never passed).
+    #[arg(long, env = "DISPATCH_TOOL_ENV_ALLOW", value_delimiter = ',', value_parser = parse_env_name)]
+    pub tool_env_allow: Vec<String>,
     /// Wall time a tool call may take, milliseconds.
     #[arg(long, env = "DISPATCH_TOOL_TIMEOUT_MS", default_value_t = DEFAULT_TOOL_TIMEOUT_MS)]
     pub tool_timeout_ms: u64,
@@ -205,6 +222,9 @@ pub struct Config {
     /// Byte budget of the tool-output directory; the oldest offload files are deleted first.
     #[arg(long, env = "DISPATCH_TOOL_OUTPUT_BUDGET_BYTES", default_value_t = DEFAULT_TOOL_OUTPUT_BUDGET_BYTES)]
     pub tool_output_budget_bytes: u64,
+    /// Largest offload file of one tool call, bytes; the call is killed when it is reached.
+    #[arg(long, env = "DISPATCH_TOOL_OUTPUT_FILE_MAX_BYTES", default_value_t = DEFAULT_TOOL_OUTPUT_FILE_MAX_BYTES)]
+    pub tool_output_file_max_bytes: u64,
     /// ssh ConnectTimeout, seconds.
     #[arg(long, env = "DISPATCH_SSH_CONNECT_TIMEOUT_S", default_value_t = DEFAULT_SSH_CONNECT_TIMEOUT_S)]
     pub ssh_connect_timeout_s: u64,
@@ -275,7 +295,11 @@ impl Config {
             max_queue_depth: self.max_queue_depth,
             max_body_bytes: self.max_body_bytes,
             max_steps: self.max_steps.max(1),
-            tool_workdir: self.tool_workdir.unwrap_or_else(|| PathBuf::from(".")),
+            tool_workdir: self.tool_workdir,
+            tool_sandbox: self.tool_sandbox,
+            tools_require_sandbox: self.tools_require_sandbox,
+            tool_env_allow: self.tool_env_allow,
+            tool_output_file_max_bytes: self.tool_output_file_max_bytes.max(1),
             tool_timeout: Duration::from_millis(self.tool_timeout_ms.max(1)),
             tool_output_max_bytes: self.tool_output_max_bytes.max(1),
             tool_output_max_lines: self.tool_output_max_lines.max(1),
@@ -358,8 +382,16 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Step bound per turn.
     pub max_steps: u32,
-    /// sh tool working directory.
+    /// Parent of the per-conversation tool work directories.
     pub tool_workdir: PathBuf,
+    /// Whether tool calls are confined.
+    pub tool_sandbox: bool,
+    /// Whether tools are refused unless the sandbox is fully enforced.
+    pub tools_require_sandbox: bool,
+    /// Extra environment variable names passed to tools.
+    pub tool_env_allow: Vec<String>,
+    /// Largest offload file of one tool call, bytes.
+    pub tool_output_file_max_bytes: u64,
     /// Tool timeout.
     pub tool_timeout: Duration,
     /// History bound for tool output, bytes.
@@ -424,10 +456,27 @@ impl Settings {
         put("max_body_bytes", self.max_body_bytes.into());
         put("tool_output_max_bytes", self.tool_output_max_bytes.into());
         put("tool_output_max_lines", self.tool_output_max_lines.into());
+        put("tool_output_file_max_bytes", self.tool_output_file_max_bytes.into());
+        put("tool_workdir", self.tool_workdir.display().to_string().into());
+        put("tools_require_sandbox", self.tools_require_sandbox.into());
+        put("tool_env_allow", self.tool_env_allow.clone().into());
         put("fault_tools", self.fault_tools.into());
         put("panic_backtrace", self.panic_backtrace.into());
         put("sampler", self.sampler_enabled.into());
         m
+    }
+}
+
+/// An environment variable name for `DISPATCH_TOOL_ENV_ALLOW`: letters, digits and `_`, not
+/// starting with a digit.
+fn parse_env_name(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let ok = s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?} is not an environment variable name (letters, digits, _)"))
     }
 }
 
@@ -511,6 +560,22 @@ mod tests {
         assert_eq!(s.tool_output_dir, PathBuf::from("/srv/d/tool-output"));
         assert_eq!(s.crash_dir, PathBuf::from("/srv/d/crashes"));
         assert!(!s.summary().contains_key("openai_api_key"));
+    }
+
+    #[test]
+    fn tool_sandbox_settings() {
+        let parse = |args: &[&str]| Config::try_parse_from([&["dispatch-server"], args].concat());
+        let s = parse(&[]).unwrap().resolve();
+        assert_eq!(s.tool_workdir, PathBuf::from(DEFAULT_TOOL_WORKDIR));
+        assert!(s.tool_sandbox && !s.tools_require_sandbox && s.tool_env_allow.is_empty());
+        assert_eq!(s.tool_output_file_max_bytes, DEFAULT_TOOL_OUTPUT_FILE_MAX_BYTES);
+        let s = parse(&["--tool-env-allow", "RUST_LOG, LC_ALL", "--tools-require-sandbox"])
+            .unwrap()
+            .resolve();
+        assert_eq!(s.tool_env_allow, ["RUST_LOG", "LC_ALL"]);
+        assert!(s.tools_require_sandbox);
+        let err = parse(&["--tool-env-allow", "A=B"]).unwrap_err().to_string();
+        assert!(err.contains("\"A=B\" is not an environment variable name"), "{err}");
     }
 
     #[test]

@@ -174,6 +174,20 @@ fn run(settings: Settings, supervised: Supervised) -> anyhow::Result<()> {
     } else {
         eprintln!("dispatch-server: API token from {}", state.api_token.source);
     }
+    let sandbox = state.tools.sandbox();
+    if sandbox.is_full() {
+        eprintln!("dispatch-server: tool sandbox: {}", sandbox.describe());
+    } else {
+        eprintln!(
+            "dispatch-server: WARNING: tool sandbox {}{}",
+            sandbox.describe(),
+            if state.settings.tools_require_sandbox {
+                " (DISPATCH_TOOLS_REQUIRE_SANDBOX: tool calls are refused)"
+            } else {
+                ""
+            }
+        );
+    }
     if !report.repairs.is_empty() {
         eprintln!(
             "dispatch-server: repair-and-seal: {} repairs, {} turns sealed",

@@ -175,6 +175,11 @@ impl AppState {
         };
         let tools = Tools::new(ToolSettings {
             workdir: settings.tool_workdir.clone(),
+            var_dir: settings.var_dir.clone(),
+            sandbox: settings.tool_sandbox,
+            require_sandbox: settings.tools_require_sandbox,
+            env_allow: settings.tool_env_allow.clone(),
+            output_file_max_bytes: settings.tool_output_file_max_bytes,
             timeout: settings.tool_timeout,
             max_bytes: settings.tool_output_max_bytes,
             max_lines: settings.tool_output_max_lines,

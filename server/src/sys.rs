@@ -1,5 +1,6 @@
 //! The server's system calls that std has no safe wrapper for: killing a tool's process
-//! group, and jemalloc's heap-profiling mallctls. Each is a small safe function; the unsafe
+//! group, confining a tool's child (Landlock, a PID namespace, between fork and exec), and
+//! jemalloc's heap-profiling mallctls. Each is a small safe function; the unsafe
 //! blocks of the server's library live here and in [`crate::faults`]'s drills
 //! (docs/ARCHITECTURE.md, "Where unsafe code lives, and why").
 
@@ -44,4 +45,284 @@ pub fn dump_heap_profile(path: &CStr) -> Result<(), String> {
     // `path` is NUL-terminated and outlives the call, which only reads it.
     unsafe { tikv_jemalloc_ctl::raw::write(b"prof.dump\0", path.as_ptr()) }
         .map_err(|e| format!("prof.dump: {e} (heap profiling needs prof:true at start)"))
+}
+
+/// The Landlock ABI version of the running kernel (`landlock_create_ruleset` with
+/// `LANDLOCK_CREATE_RULESET_VERSION`).
+///
+/// # Errors
+/// `ENOSYS`: the kernel was built without Landlock; `EOPNOTSUPP`: it is built in but not
+/// enabled at boot (`lsm=`).
+#[allow(unsafe_code)]
+pub fn landlock_abi() -> std::io::Result<i32> {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: with a null attribute pointer, size 0 and the VERSION flag the syscall reads no
+    // memory and only returns the ABI number (or -1 with errno), per landlock(7).
+    let v = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    if v < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    i32::try_from(v).map_err(|_| std::io::Error::from_raw_os_error(libc::ERANGE))
+}
+
+/// What a tool's child does between `fork` and `exec` ([`confine_child`]).
+#[derive(Debug)]
+pub struct Confinement {
+    /// A Landlock ruleset built (and its paths opened) in the parent; the child only calls
+    /// `restrict_self` (`prctl(PR_SET_NO_NEW_PRIVS)` and `landlock_restrict_self`, two
+    /// syscalls, no allocation).
+    pub ruleset: Option<landlock::RulesetCreated>,
+    /// Run the command as init (pid 1) of a new PID namespace, under a waiting parent: when
+    /// it exits, or is killed, the kernel kills every process left in the namespace, however
+    /// it detached itself (`setsid`, double fork). It also gets a mount namespace with its
+    /// own `/proc`, which shows the namespace's processes only (not the server's).
+    pub pid_namespace: bool,
+    /// With `pid_namespace`: a rule for the private `/proc`, added to the ruleset in the
+    /// child once `/proc` is mounted (a rule made in the parent would name the server's
+    /// `/proc`, which the new mount hides).
+    pub proc_rule: Option<ProcRule>,
+    /// With `pid_namespace`, for a server without `CAP_SYS_ADMIN`: create a user namespace
+    /// too (which owns the others), mapping the server's uid and gid to themselves.
+    pub user_maps: Option<UserMaps>,
+}
+
+/// The contents written to `/proc/self/uid_map` and `gid_map` (made in the parent).
+#[derive(Debug, Clone)]
+pub struct UserMaps {
+    /// `<uid> <uid> 1`.
+    pub uid_map: Vec<u8>,
+    /// `<gid> <gid> 1`.
+    pub gid_map: Vec<u8>,
+}
+
+impl UserMaps {
+    /// Maps this process's effective uid and gid to themselves.
+    #[allow(unsafe_code)]
+    pub fn identity() -> UserMaps {
+        // SAFETY: geteuid(2) and getegid(2) cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        UserMaps {
+            uid_map: format!("{uid} {uid} 1\n").into_bytes(),
+            gid_map: format!("{gid} {gid} 1\n").into_bytes(),
+        }
+    }
+}
+
+/// Writes `data` to the file `path` in one write(2). Child side of [`confine_child`].
+#[allow(unsafe_code)]
+fn write_proc_file(path: &std::ffi::CStr, data: &[u8]) -> std::io::Result<()> {
+    // SAFETY: open(2) of a NUL-terminated path that outlives the call.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: write(2) reads `data.len()` bytes of the live slice `data`.
+    let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: closing the descriptor opened above, used by nothing else.
+    unsafe {
+        libc::close(fd);
+    }
+    if usize::try_from(n).ok() == Some(data.len()) { Ok(()) } else { Err(err) }
+}
+
+/// Drops every capability from the bounding set, so that the program executed next (root
+/// included) starts with none. Errors (no `CAP_SETPCAP`: an unprivileged server without
+/// namespaces, whose tools have no capabilities anyway) are ignored.
+#[allow(unsafe_code)]
+fn drop_bounding_capabilities() {
+    for cap in 0..64 {
+        // SAFETY: prctl(PR_CAPBSET_DROP) takes integers only; an unknown cap is EINVAL.
+        unsafe {
+            libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong);
+        }
+    }
+}
+
+/// A Landlock path-beneath rule for `/proc`, added by the child ([`Confinement::proc_rule`]).
+#[derive(Debug)]
+pub struct ProcRule {
+    /// The ruleset (a duplicate of [`Confinement::ruleset`]'s descriptor).
+    pub ruleset: std::os::fd::OwnedFd,
+    /// `LANDLOCK_ACCESS_FS_*` bits allowed beneath `/proc`.
+    pub access: u64,
+}
+
+/// `struct landlock_path_beneath_attr` (packed, as in `<linux/landlock.h>`).
+#[repr(C, packed)]
+struct PathBeneathAttr {
+    allowed_access: u64,
+    parent_fd: i32,
+}
+
+/// Adds `rule` for the `/proc` this process sees now. Child side of [`confine_child`].
+#[allow(unsafe_code)]
+fn add_proc_rule(rule: &ProcRule) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    const LANDLOCK_RULE_PATH_BENEATH: libc::c_int = 1;
+    // SAFETY: open(2) of a NUL-terminated 'static path; O_PATH opens no file content.
+    let fd = unsafe { libc::open(c"/proc".as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let attr = PathBeneathAttr { allowed_access: rule.access, parent_fd: fd };
+    // SAFETY: landlock_add_rule(2) reads `attr` (the packed layout the kernel expects, alive
+    // for the call) and the two descriptors we own.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_add_rule,
+            rule.ruleset.as_raw_fd(),
+            LANDLOCK_RULE_PATH_BENEATH,
+            &raw const attr,
+            0u32,
+        )
+    };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: closing the descriptor opened above, used by nothing else.
+    unsafe {
+        libc::close(fd);
+    }
+    if r != 0 { Err(err) } else { Ok(()) }
+}
+
+/// Makes `cmd`'s child enter `confinement` before it executes the program.
+///
+/// With `pid_namespace`, the child the server sees (the *keeper*) calls
+/// `unshare(CLONE_NEWPID | CLONE_NEWNS)` (with `CLONE_NEWUSER` and its id maps when
+/// `user_maps` is set) and forks: the grandchild is pid 1 of the new
+/// namespace, gets `PR_SET_PDEATHSIG(SIGKILL)` (so it dies with the keeper), makes its mounts
+/// private and mounts a fresh `/proc` over the server's, drops every capability from its
+/// bounding set, applies the ruleset and goes on to `exec`; the keeper closes every descriptor it holds (the output pipe, std's exec-error
+/// pipe), waits for it and exits with its status (128 + signal when it was killed). Both stay
+/// in the process group the server kills on timeout.
+#[allow(unsafe_code)]
+pub fn confine_child(cmd: &mut std::process::Command, confinement: Confinement) {
+    use std::os::unix::process::CommandExt as _;
+    let mut confinement = confinement;
+    let hook = move || enter_confinement(&mut confinement);
+    // SAFETY: `pre_exec` runs the closure in the forked child of a multi-threaded process,
+    // where only async-signal-safe work is sound. `enter_confinement` makes raw syscalls
+    // only (unshare, fork, prctl, mount, open, write, close, close_range, waitpid, _exit,
+    // landlock_add_rule, landlock_restrict_self) on memory prepared in the parent: it
+    // allocates nothing, takes no lock and touches no state shared with other threads (the
+    // ruleset was built in the parent; `restrict_self` reads its fd and flags).
+    unsafe {
+        cmd.pre_exec(hook);
+    }
+}
+
+/// The child side of [`confine_child`]; runs between `fork` and `exec`. Errors are the
+/// failing call's errno (std reports it to the parent as the spawn error).
+#[allow(unsafe_code)]
+fn enter_confinement(c: &mut Confinement) -> std::io::Result<()> {
+    if c.pid_namespace {
+        let user = if c.user_maps.is_some() { libc::CLONE_NEWUSER } else { 0 };
+        // SAFETY: unshare(2) takes a flag word and touches no memory of ours.
+        if unsafe { libc::unshare(user | libc::CLONE_NEWPID | libc::CLONE_NEWNS) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if let Some(maps) = &c.user_maps {
+            // An unprivileged process may map its own ids once setgroups(2) is denied.
+            write_proc_file(c"/proc/self/setgroups", b"deny")?;
+            write_proc_file(c"/proc/self/uid_map", &maps.uid_map)?;
+            write_proc_file(c"/proc/self/gid_map", &maps.gid_map)?;
+        }
+        // SAFETY: fork(2) in a child that is single-threaded (it was just forked itself);
+        // both sides go on with async-signal-safe calls only.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if pid > 0 {
+            keep(pid);
+        }
+        // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers only.
+        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: mount(2) with NUL-terminated 'static strings and null data. The first call
+        // only changes propagation inside our new mount namespace (so the next mount does not
+        // reach the server's); the second mounts a procfs of our new PID namespace.
+        let mounted = unsafe {
+            libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) == 0
+                && libc::mount(
+                    c"proc".as_ptr(),
+                    c"/proc".as_ptr(),
+                    c"proc".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    std::ptr::null(),
+                ) == 0
+        };
+        if !mounted {
+            return Err(std::io::Error::last_os_error());
+        }
+        if let Some(rule) = &c.proc_rule {
+            add_proc_rule(rule)?;
+        }
+    }
+    drop_bounding_capabilities();
+    if let Some(ruleset) = c.ruleset.take() {
+        if ruleset.restrict_self().is_err() {
+            let err = std::io::Error::last_os_error();
+            return Err(if err.raw_os_error() == Some(0) {
+                std::io::Error::from_raw_os_error(libc::EPERM)
+            } else {
+                err
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The keeper: holds nothing, waits for `pid` (init of the tool's PID namespace) and exits
+/// the way it did. Never returns.
+#[allow(unsafe_code)]
+fn keep(pid: libc::pid_t) -> ! {
+    // SAFETY: close_range(2) closes our own descriptors (all of them: the keeper reads and
+    // writes nothing); it takes integers only.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+    }
+    let mut status: libc::c_int = 0;
+    let code = loop {
+        // SAFETY: waitpid(2) writes the status into a local we own.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            if libc::WIFEXITED(status) {
+                break libc::WEXITSTATUS(status);
+            }
+            if libc::WIFSIGNALED(status) {
+                break 128 + libc::WTERMSIG(status);
+            }
+            continue;
+        }
+        // SAFETY: reading errno right after the failed call.
+        if r < 0 && unsafe { *libc::__errno_location() } == libc::EINTR {
+            continue;
+        }
+        break 127;
+    };
+    // SAFETY: _exit(2) ends the keeper without running the parent's atexit handlers or
+    // destructors, which belong to the server's process image.
+    unsafe { libc::_exit(code) }
+}
+
+/// The effective user id of this process.
+#[allow(unsafe_code)]
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
 }

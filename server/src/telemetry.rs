@@ -32,7 +32,7 @@ pub type OnFatalPanic = Box<dyn Fn() + Send + Sync>;
 
 /// Installs (once) the panic hooks, chained: first the journaling hook writes exactly one
 /// `panic` record per panic (message, location, thread, the conversation and turn set by
-/// [`Measured`] around each poll, `fatal` for the `main` thread, then `on_fatal`), then a small
+/// [`Measured`](crate::activity::Measured) around each poll, `fatal` for the `main` thread, then `on_fatal`), then a small
 /// hook remembers the location and thread for the turn boundary that catches the unwind, then
 /// the previous hook prints the message to stderr.
 ///
@@ -122,6 +122,9 @@ impl CrashMonitorStatus {
 pub fn process_start(settings: &Settings, crash: &CrashMonitorStatus) -> ProcessStart {
     let mut config = settings.summary();
     config.insert("crash_monitor".into(), crash.as_str().into());
+    // How tool calls are confined on this kernel (`unavailable: <why>` when they are not).
+    let sandbox = crate::tools::sandbox::SandboxStatus::probe(settings.tool_sandbox);
+    config.insert("tool_sandbox".into(), sandbox.describe().into());
     if let Some(note) = &crash.note {
         config.insert("crash_monitor_note".into(), note.clone().into());
     }

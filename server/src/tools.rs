@@ -7,12 +7,24 @@
 //! streamed to a file under the tool-output directory, which the bounded text refers to. One
 //! pathological payload can therefore not take gigabytes.
 //!
+//! The offload file of one call is capped too ([`ToolSettings::output_file_max_bytes`]): at the
+//! cap the call is killed and its result says so, so one `yes` cannot fill the disk.
+//!
+//! Each call's child runs in the conversation's own work directory
+//! (`<ToolSettings::workdir>/<conversation>`, 0700), with an environment rebuilt from an
+//! allowlist, confined by [`sandbox`] (Landlock, a PID namespace per call) unless the sandbox
+//! is off; with [`ToolSettings::require_sandbox`] no tool runs unless it is fully enforced.
+//!
 //! A tool that runs and fails (non-zero exit, timeout, bad arguments, unknown tool) gives an
 //! error *result* the model sees. A tool that cannot run at all (the process cannot be spawned,
 //! the SSH connection or handshake fails) is a [`ToolError`]: that call gets an error result
 //! and the turn ends with outcome `error`; nothing else is affected.
 
+pub mod sandbox;
+
+use std::ffi::OsString;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -23,6 +35,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::message::ToolCall;
+use sandbox::SandboxStatus;
 
 /// Environment variables tools never see: the server's secrets, and the crash monitor's
 /// handshake with its child.
@@ -34,11 +47,29 @@ pub const ENV_WITHHELD_FROM_TOOLS: &[&str] = &[
     dispatch_telemetry::crash::ENV_MONITOR_PID,
 ];
 
+/// Environment variables every tool gets from the server's environment (when set there);
+/// `HOME` and `TMPDIR` are the call's work directory. More through
+/// [`ToolSettings::env_allow`].
+pub const ENV_PASSED_TO_TOOLS: &[&str] = &["PATH", "LANG", "TERM"];
+
+/// `PATH` of a tool when the server has none.
+const DEFAULT_TOOL_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
 /// How tools run.
 #[derive(Debug, Clone)]
 pub struct ToolSettings {
-    /// Working directory of `sh`.
+    /// Parent of the per-conversation work directories (`<workdir>/<conversation>`).
     pub workdir: PathBuf,
+    /// The server's var directory: a work directory that contains it is refused.
+    pub var_dir: PathBuf,
+    /// Whether calls are confined ([`sandbox`]).
+    pub sandbox: bool,
+    /// Refuse every call unless the sandbox is fully enforced.
+    pub require_sandbox: bool,
+    /// Extra environment variable names passed through (never [`ENV_WITHHELD_FROM_TOOLS`]).
+    pub env_allow: Vec<String>,
+    /// Largest offload file of one call, bytes; the call is killed at it.
+    pub output_file_max_bytes: u64,
     /// Wall time per call.
     pub timeout: Duration,
     /// History bound, bytes.
@@ -76,6 +107,23 @@ pub enum ToolError {
         /// Underlying error.
         source: std::io::Error,
     },
+    /// `DISPATCH_TOOLS_REQUIRE_SANDBOX` is set and the sandbox is not fully enforced.
+    #[error(
+        "tools are refused: DISPATCH_TOOLS_REQUIRE_SANDBOX is set and the tool sandbox is \
+         {status}"
+    )]
+    SandboxRequired {
+        /// [`SandboxStatus::describe`].
+        status: String,
+    },
+    /// The call's work directory or confinement could not be set up.
+    #[error("tool sandbox setup for {path} failed: {message}")]
+    Setup {
+        /// The work directory.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
     /// Reading the output or writing the offload file failed.
     #[error("tool output i/o failed: {0}")]
     Io(#[from] std::io::Error),
@@ -87,6 +135,8 @@ impl ToolError {
         match self {
             Self::SshConnect { .. } => "ssh_connect_failed",
             Self::Spawn { .. } => "tool_spawn_failed",
+            Self::SandboxRequired { .. } => "tool_sandbox_required",
+            Self::Setup { .. } => "tool_sandbox_setup",
             Self::Io(_) => "tool_io",
         }
     }
@@ -95,7 +145,10 @@ impl ToolError {
     pub fn source_kind(&self) -> &'static str {
         match self {
             Self::SshConnect { .. } => "ssh",
-            Self::Spawn { .. } | Self::Io(_) => "tool",
+            Self::Spawn { .. }
+            | Self::SandboxRequired { .. }
+            | Self::Setup { .. }
+            | Self::Io(_) => "tool",
         }
     }
 }
@@ -143,12 +196,99 @@ pub struct ToolSpec {
 pub struct Tools {
     settings: ToolSettings,
     pruned: Arc<AtomicU64>,
+    sandbox: SandboxStatus,
+    /// The environment every call starts from (besides `HOME` and `TMPDIR`).
+    env: Vec<(OsString, OsString)>,
+    /// The server user's `~/.ssh`, readable by the `ssh` tool inside the sandbox.
+    ssh_dir: Option<PathBuf>,
 }
 
 impl Tools {
-    /// Tools running with `settings`.
+    /// Tools running with `settings`. Probes the sandbox (once per process) and takes the
+    /// allowed variables from the server's environment as it is now.
     pub fn new(settings: ToolSettings) -> Tools {
-        Tools { settings, pruned: Arc::new(AtomicU64::new(0)) }
+        let sandbox = SandboxStatus::probe(settings.sandbox);
+        let mut env: Vec<(OsString, OsString)> = Vec::new();
+        let names = ENV_PASSED_TO_TOOLS
+            .iter()
+            .copied()
+            .chain(settings.env_allow.iter().map(String::as_str));
+        for name in names {
+            if ENV_WITHHELD_FROM_TOOLS.contains(&name)
+                || name == "HOME"
+                || name == "TMPDIR"
+                || env.iter().any(|(k, _)| k == name)
+            {
+                continue;
+            }
+            if let Some(value) = std::env::var_os(name) {
+                env.push((name.into(), value));
+            }
+        }
+        if !env.iter().any(|(k, _)| k == "PATH") {
+            env.push(("PATH".into(), DEFAULT_TOOL_PATH.into()));
+        }
+        let ssh_dir = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ssh"));
+        Tools { settings, pruned: Arc::new(AtomicU64::new(0)), sandbox, env, ssh_dir }
+    }
+
+    /// How calls are confined here.
+    pub fn sandbox(&self) -> &SandboxStatus {
+        &self.sandbox
+    }
+
+    /// The work directory of `conversation`, created (0700, the parent too) when missing.
+    ///
+    /// # Errors
+    /// It cannot be created, the parent is not ours or is writable by others, the
+    /// conversation's directory is not ours and 0700 (or is a symlink), or it contains the var
+    /// directory.
+    pub fn workdir(&self, conversation: &str) -> Result<PathBuf, ToolError> {
+        let base = &self.settings.workdir;
+        let dir = base.join(clean_name(conversation));
+        let setup = |message: String| ToolError::Setup { path: dir.clone(), message };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| setup(format!("creating it: {e}")))?;
+        // The parent may be shared with nobody who could swap the conversation's directory (no
+        // group or other write); the conversation's own is private (0700).
+        for (d, forbidden, wanted) in
+            [(base, 0o022, "no group or other write"), (&dir, 0o077, "0700")]
+        {
+            let meta = std::fs::symlink_metadata(d)
+                .map_err(|e| setup(format!("reading {}: {e}", d.display())))?;
+            let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
+            let owner = std::os::unix::fs::MetadataExt::uid(&meta);
+            let uid = crate::sys::effective_uid();
+            if !meta.is_dir() || owner != uid || mode & forbidden != 0 {
+                let kind = if meta.is_symlink() {
+                    "a symlink"
+                } else if meta.is_dir() {
+                    "a directory"
+                } else {
+                    "not a directory"
+                };
+                return Err(setup(format!(
+                    "{} must be a directory of uid {uid} with mode {wanted} (it is {kind}, uid \
+                     {owner}, mode {:o}); set DISPATCH_TOOL_WORKDIR elsewhere or fix it",
+                    d.display(),
+                    mode & 0o7777
+                )));
+            }
+        }
+        let canonical = dir.canonicalize().map_err(|e| setup(format!("resolving it: {e}")))?;
+        if let Ok(var) = self.settings.var_dir.canonicalize() {
+            if var.starts_with(&canonical) {
+                return Err(setup(format!(
+                    "it contains the var directory {}: tools must not reach it (set \
+                     DISPATCH_TOOL_WORKDIR outside it)",
+                    var.display()
+                )));
+            }
+        }
+        Ok(dir)
     }
 
     /// Offload files deleted to keep the directory within its byte budget, since start.
@@ -196,11 +336,16 @@ impl Tools {
         specs
     }
 
-    /// Runs one call. `turn` names the offload file.
+    /// Runs one call of `conversation`'s turn `turn` (which names the offload file).
     ///
     /// # Errors
     /// The tool could not run at all (see [`ToolError`]).
-    pub async fn run(&self, call: &ToolCall, turn: &str) -> Result<ToolOutput, ToolError> {
+    pub async fn run(
+        &self,
+        call: &ToolCall,
+        conversation: &str,
+        turn: &str,
+    ) -> Result<ToolOutput, ToolError> {
         let arg = |name: &str| call.arguments.get(name).and_then(Value::as_str);
         match call.name.as_str() {
             "sh" => {
@@ -208,8 +353,8 @@ impl Tools {
                     return Ok(ToolOutput::failed("error: sh needs a string argument \"command\""));
                 };
                 let mut cmd = tokio::process::Command::new("sh");
-                cmd.arg("-c").arg(command).current_dir(&self.settings.workdir);
-                self.run_process(cmd, "sh", call, turn).await.map(|(out, _)| out)
+                cmd.arg("-c").arg(command);
+                self.run_process(cmd, "sh", call, conversation, turn).await.map(|(out, _)| out)
             }
             "ssh" => {
                 let (Some(host), Some(command)) = (arg("host"), arg("command")) else {
@@ -231,7 +376,7 @@ impl Tools {
                     cmd.arg("-p").arg(port.to_string());
                 }
                 cmd.arg("--").arg(dest).arg(command);
-                let (out, status) = self.run_process(cmd, "ssh", call, turn).await?;
+                let (out, status) = self.run_process(cmd, "ssh", call, conversation, turn).await?;
                 // ssh exits 255 when it fails itself (connect, handshake, auth); the remote
                 // command's own status otherwise.
                 if status == Some(255) {
@@ -253,25 +398,43 @@ impl Tools {
         }
     }
 
-    /// Runs a child with stdout and stderr merged into one pipe, bounded, with a timeout.
-    /// Returns the output and the exit code (`None` when killed or timed out).
+    /// Runs a child with stdout and stderr merged into one pipe, bounded, with a timeout, in
+    /// the conversation's work directory, confined. Returns the output and the exit code
+    /// (`None` when killed or timed out).
     async fn run_process(
         &self,
         mut cmd: tokio::process::Command,
         program: &str,
         call: &ToolCall,
+        conversation: &str,
         turn: &str,
     ) -> Result<(ToolOutput, Option<i32>), ToolError> {
+        if self.settings.require_sandbox && !self.sandbox.is_full() {
+            return Err(ToolError::SandboxRequired { status: self.sandbox.describe() });
+        }
+        let workdir = self.workdir(conversation)?;
+        // The environment is rebuilt, not inherited: secrets and the crash monitor's handshake
+        // stay with the server (a tool's output ends up in history, and a nested
+        // dispatch-server must not think it is our monitor's child).
+        cmd.env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("HOME", &workdir)
+            .env("TMPDIR", &workdir)
+            .current_dir(&workdir);
+        if self.settings.sandbox {
+            let extra: Vec<PathBuf> =
+                if program == "ssh" { self.ssh_dir.iter().cloned().collect() } else { Vec::new() };
+            let confinement = self
+                .sandbox
+                .confinement(&workdir, &extra)
+                .map_err(|message| ToolError::Setup { path: workdir.clone(), message })?;
+            crate::sys::confine_child(cmd.as_std_mut(), confinement);
+        }
         let spawn_err = |source| ToolError::Spawn { program: program.to_owned(), source };
         // One pipe for stdout and stderr, so the output keeps the order the tool wrote it in.
         let (writer, mut rx) = tokio::net::unix::pipe::pipe().map_err(spawn_err)?;
         let writer: OwnedFd = writer.into_blocking_fd().map_err(spawn_err)?;
         let writer2 = writer.try_clone().map_err(spawn_err)?;
-        // Secrets and the crash monitor's handshake stay with the server: a tool's output ends
-        // up in history, and a nested dispatch-server must not think it is our monitor's child.
-        for name in ENV_WITHHELD_FROM_TOOLS {
-            cmd.env_remove(name);
-        }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::from(writer))
             .stderr(Stdio::from(writer2))
@@ -280,12 +443,13 @@ impl Tools {
         let mut child = cmd.spawn().map_err(spawn_err)?;
         // Close our copies of the write end, or the read below never sees end-of-file.
         drop(cmd);
-        let group = child.id().map(ProcessGroup);
+        let mut group = child.id().map(ProcessGroup);
         let mut sink = OutputSink::new(
             self.settings.output_dir.join(offload_name(turn, &call.id)),
             self.settings.max_bytes,
             self.settings.max_lines,
-        );
+        )
+        .file_max_bytes(self.settings.output_file_max_bytes);
         let timeout = self.settings.timeout;
         let work = async {
             let mut buf = vec![0u8; 16 * 1024];
@@ -295,17 +459,30 @@ impl Tools {
                     break;
                 }
                 sink.write(&buf[..n]).await?;
+                if sink.is_file_full() {
+                    return Ok(None);
+                }
             }
-            child.wait().await
+            child.wait().await.map(Some)
         };
         let (status, note) = match tokio::time::timeout(timeout, work).await {
-            Ok(status) => {
-                let status = status?;
+            Ok(Ok(Some(status))) => (
+                status.code(),
+                status.code().filter(|c| *c != 0).map(|c| format!("[exit status {c}]")),
+            ),
+            Ok(Ok(None)) => {
+                drop(group.take());
+                let _ = child.wait().await;
                 (
-                    status.code(),
-                    status.code().filter(|c| *c != 0).map(|c| format!("[exit status {c}]")),
+                    None,
+                    Some(format!(
+                        "[output cut: the offload file reached its cap of {} bytes \
+                         (DISPATCH_TOOL_OUTPUT_FILE_MAX_BYTES); process group killed]",
+                        self.settings.output_file_max_bytes
+                    )),
                 )
             }
+            Ok(Err(e)) => return Err(e.into()),
             Err(_) => (
                 None,
                 Some(format!("[timed out after {} ms; process group killed]", timeout.as_millis())),
@@ -398,14 +575,19 @@ pub fn parse_destination(s: &str) -> Option<(String, Option<u16>)> {
     Some((dest.to_owned(), port))
 }
 
+/// `s` as one safe path component: at most 64 of its characters, anything but ASCII letters,
+/// digits, `-` and `_` replaced by `_` (so never empty, `.` or `..`).
+fn clean_name(s: &str) -> String {
+    let clean: String = s
+        .chars()
+        .take(64)
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect();
+    if clean.is_empty() { "_".to_owned() } else { clean }
+}
+
 fn offload_name(turn: &str, call: &str) -> String {
-    let clean = |s: &str| -> String {
-        s.chars()
-            .take(64)
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
-            .collect()
-    };
-    format!("{}.{}.log", clean(turn), clean(call))
+    format!("{}.{}.log", clean_name(turn), clean_name(call))
 }
 
 /// Keeps the head of an output in memory up to the bound; beyond it, writes everything to a
@@ -420,6 +602,8 @@ pub struct OutputSink {
     max_bytes: usize,
     max_lines: usize,
     cut: bool,
+    file_bytes: u64,
+    file_max_bytes: u64,
 }
 
 impl OutputSink {
@@ -434,7 +618,30 @@ impl OutputSink {
             max_bytes,
             max_lines,
             cut: false,
+            file_bytes: 0,
+            file_max_bytes: u64::MAX,
         }
+    }
+
+    /// Caps the offload file at `bytes`: what comes beyond is counted, not written.
+    pub fn file_max_bytes(mut self, bytes: u64) -> OutputSink {
+        self.file_max_bytes = bytes;
+        self
+    }
+
+    /// Whether the offload file reached its cap (the caller stops the tool).
+    pub fn is_file_full(&self) -> bool {
+        self.file_bytes >= self.file_max_bytes
+    }
+
+    async fn write_file(&mut self, data: &[u8]) -> std::io::Result<()> {
+        let room = self.file_max_bytes.saturating_sub(self.file_bytes);
+        let n = usize::try_from(room).unwrap_or(usize::MAX).min(data.len());
+        if let Some(file) = self.file.as_mut() {
+            file.write_all(&data[..n]).await?;
+            self.file_bytes += n as u64;
+        }
+        Ok(())
     }
 
     /// Takes the next chunk of output.
@@ -456,16 +663,17 @@ impl OutputSink {
                 }
             }
             if self.cut {
-                let mut file = open_private(&self.path).await?;
-                file.write_all(&self.head).await?;
+                self.file = Some(open_private(&self.path).await?);
+                let head = std::mem::take(&mut self.head);
+                self.write_file(&head).await?;
+                self.head = head;
                 self.head.extend_from_slice(&data[..keep]);
-                file.write_all(data).await?;
-                self.file = Some(file);
+                self.write_file(data).await?;
             } else {
                 self.head.extend_from_slice(data);
             }
-        } else if let Some(file) = self.file.as_mut() {
-            file.write_all(data).await?;
+        } else {
+            self.write_file(data).await?;
         }
         Ok(())
     }
@@ -483,8 +691,13 @@ impl OutputSink {
             if !content.ends_with('\n') {
                 content.push('\n');
             }
+            let whole = if self.is_file_full() {
+                format!("its first {} bytes", self.file_bytes)
+            } else {
+                "full output".to_owned()
+            };
             content.push_str(&format!(
-                "[output truncated: kept {} bytes / {} lines of {} bytes; full output in {}]",
+                "[output truncated: kept {} bytes / {} lines of {} bytes; {whole} in {}]",
                 self.head.len(),
                 self.lines,
                 self.total,
@@ -533,7 +746,12 @@ mod tests {
 
     fn tools(dir: &Path) -> Tools {
         Tools::new(ToolSettings {
-            workdir: dir.to_path_buf(),
+            workdir: dir.join("work"),
+            var_dir: dir.join("var"),
+            sandbox: true,
+            require_sandbox: false,
+            env_allow: Vec::new(),
+            output_file_max_bytes: 1 << 30,
             timeout: Duration::from_secs(20),
             max_bytes: 1000,
             max_lines: 20,
@@ -552,9 +770,10 @@ mod tests {
     #[tokio::test]
     async fn sh_runs_in_the_workdir_and_merges_stderr() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("marker"), "x").unwrap();
-        let out = tools(dir.path())
-            .run(&call("sh", json!({"command": "ls; echo oops >&2; exit 3"})), "t1")
+        let t = tools(dir.path());
+        std::fs::write(t.workdir("c1").unwrap().join("marker"), "x").unwrap();
+        let out = t
+            .run(&call("sh", json!({"command": "ls; echo oops >&2; exit 3"})), "c1", "t1")
             .await
             .unwrap();
         assert!(out.content.contains("marker"), "{out:?}");
@@ -567,7 +786,7 @@ mod tests {
     async fn big_output_is_bounded_and_offloaded_whole() {
         let dir = tempfile::tempdir().unwrap();
         let out = tools(dir.path())
-            .run(&call("sh", json!({"command": "seq 1 100000"})), "t1")
+            .run(&call("sh", json!({"command": "seq 1 100000"})), "c1", "t1")
             .await
             .unwrap();
         assert!(out.truncated, "{out:?}");
@@ -583,7 +802,7 @@ mod tests {
     async fn byte_bound_applies_to_long_lines() {
         let dir = tempfile::tempdir().unwrap();
         let out = tools(dir.path())
-            .run(&call("sh", json!({"command": "head -c 5000 /dev/zero | tr '\\0' a"})), "t2")
+            .run(&call("sh", json!({"command": "head -c 5000 /dev/zero | tr '\\0' a"})), "c1", "t2")
             .await
             .unwrap();
         assert!(out.truncated);
@@ -597,7 +816,7 @@ mod tests {
         let mut t = tools(dir.path());
         t.settings.timeout = Duration::from_millis(300);
         let out = t
-            .run(&call("sh", json!({"command": "echo start; sleep 30 & sleep 30"})), "t3")
+            .run(&call("sh", json!({"command": "echo start; sleep 30 & sleep 30"})), "c1", "t3")
             .await
             .unwrap();
         assert!(out.is_error);
@@ -614,6 +833,7 @@ mod tests {
         let err = tools(dir.path())
             .run(
                 &call("ssh", json!({"host": format!("127.0.0.1:{port}"), "command": "true"})),
+                "c1",
                 "t4",
             )
             .await
@@ -626,15 +846,15 @@ mod tests {
     async fn bad_arguments_and_unknown_tools_are_error_results() {
         let dir = tempfile::tempdir().unwrap();
         let t = tools(dir.path());
-        assert!(t.run(&call("sh", json!({})), "t").await.unwrap().is_error);
+        assert!(t.run(&call("sh", json!({})), "c1", "t").await.unwrap().is_error);
         assert!(
-            t.run(&call("ssh", json!({"host": "-oProxyCommand=x", "command": "true"})), "t")
+            t.run(&call("ssh", json!({"host": "-oProxyCommand=x", "command": "true"})), "c1", "t")
                 .await
                 .unwrap()
                 .is_error
         );
         // `panic` is not registered unless fault tools are on.
-        let out = t.run(&call("panic", json!({})), "t").await.unwrap();
+        let out = t.run(&call("panic", json!({})), "c1", "t").await.unwrap();
         assert!(out.is_error && out.content.contains("no tool"), "{out:?}");
     }
 
@@ -644,7 +864,8 @@ mod tests {
         let mut t = tools(dir.path());
         t.settings.output_budget_bytes = 25_000;
         for turn in ["t1", "t2", "t3"] {
-            let out = t.run(&call("sh", json!({"command": "seq 1 2000"})), turn).await.unwrap();
+            let out =
+                t.run(&call("sh", json!({"command": "seq 1 2000"})), "c1", turn).await.unwrap();
             assert!(out.truncated);
             // Distinct modification times, so "oldest" is defined.
             std::thread::sleep(Duration::from_millis(20));

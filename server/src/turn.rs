@@ -493,7 +493,7 @@ async fn turn_body(
         for call in calls {
             progress.tool_calls += 1;
             events.send(TurnEvent::ToolCall(call.clone())).await;
-            let (row, failure) = match state.tools.run(&call, &t.turn).await {
+            let (row, failure) = match state.tools.run(&call, &t.conversation, &t.turn).await {
                 Ok(out) => {
                     progress.truncated |= out.truncated;
                     let row = ToolResultRow {

@@ -14,7 +14,10 @@ use common::{Http, ServerProcess, api_token, tokens};
 #[tokio::test]
 async fn v1_without_the_token_gets_401_and_runs_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path(), &[]);
+    // Tools may write only in their conversation's work directory (the sandbox).
+    let work = tempfile::tempdir().unwrap();
+    let server =
+        ServerProcess::start(dir.path(), &["--tool-workdir", work.path().to_str().unwrap()]);
     let token = api_token(dir.path());
     assert_eq!(token.len(), 64, "32 random bytes as hex");
     let meta = std::fs::metadata(dir.path().join("api-token")).unwrap();
@@ -22,11 +25,8 @@ async fn v1_without_the_token_gets_401_and_runs_nothing() {
 
     let good = server.client();
     let conversation = good.create_conversation().await;
-    let marker = dir.path().join("ran");
-    let body = serde_json::to_vec(&serde_json::json!({
-        "message": format!("tool:sh touch {}", marker.display())
-    }))
-    .unwrap();
+    let marker = work.path().join(&conversation).join("ran");
+    let body = serde_json::to_vec(&serde_json::json!({ "message": "tool:sh touch ran" })).unwrap();
     let path = format!("/v1/conversations/{conversation}/turns");
     let anonymous = Http::new(server.addr);
     for auth in [None, Some("Bearer wrong-token-wrong-token-wrong-token-x"), Some("Basic abc")] {
