@@ -105,9 +105,23 @@ async fn create_conversation(
 ) -> Result<(StatusCode, Json<store::ConversationSummary>), ApiError> {
     let req: CreateConversation =
         parse_body(&headers, body, state.settings.max_body_bytes, true)?.unwrap_or_default();
+    let max_title = state.settings.max_title_bytes;
+    if let Some(t) = req.title.as_deref().filter(|t| t.len() > max_title) {
+        return Err(ApiError::TitleTooLong { bytes: t.len(), limit: max_title });
+    }
     let id = ids::new_id();
-    let summary =
-        state.store.call(move |c| store::create_conversation(c, &id, req.title.as_deref())).await?;
+    let limit = state.settings.max_conversations;
+    // Counted and created under the store's one connection, so the limit holds under races.
+    let summary = state
+        .store
+        .call(move |c| {
+            if store::count_conversations(c)? >= limit {
+                return Ok(None);
+            }
+            store::create_conversation(c, &id, req.title.as_deref()).map(Some)
+        })
+        .await?
+        .ok_or(ApiError::ConversationLimit { limit })?;
     Ok((StatusCode::CREATED, Json(summary)))
 }
 
@@ -190,11 +204,18 @@ async fn start_turn(
     }
     let turn = ids::new_id();
     let (c, t) = (conversation.clone(), turn.clone());
-    let started = state.store.call(move |db| store::start_turn(db, &c, &t, &req.message)).await?;
+    let max_history = state.settings.max_history_bytes;
+    let started = state
+        .store
+        .call(move |db| store::start_turn(db, &c, &t, &req.message, max_history))
+        .await?;
     let turns = match started {
         TurnStart::Started { turns } => turns,
         TurnStart::NotFound => return Err(ApiError::ConversationNotFound(conversation)),
         TurnStart::Busy => return Err(ApiError::TurnInProgress(conversation)),
+        TurnStart::HistoryFull { bytes } => {
+            return Err(ApiError::HistoryLimit { conversation, bytes, limit: max_history });
+        }
     };
     let streaming = wants_stream(&headers);
     let Ok(handle) = turn::spawn_turn(&state, conversation.clone(), turn.clone(), turns, streaming)

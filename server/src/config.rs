@@ -25,6 +25,16 @@ pub const DEFAULT_MAX_QUEUE_DEPTH: usize = 256;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Provider round trips per turn before the turn ends with an error. Env: `DISPATCH_MAX_STEPS`.
 pub const DEFAULT_MAX_STEPS: u32 = 25;
+/// Conversations the store keeps before new ones are refused. Env: `DISPATCH_MAX_CONVERSATIONS`.
+pub const DEFAULT_MAX_CONVERSATIONS: u64 = 100_000;
+/// Stored history of one conversation, bytes (64 MiB), before new turns are refused. Env: `DISPATCH_MAX_HISTORY_BYTES`.
+pub const DEFAULT_MAX_HISTORY_BYTES: u64 = 64 * 1024 * 1024;
+/// Longest conversation title, bytes. Env: `DISPATCH_MAX_TITLE_BYTES`.
+pub const DEFAULT_MAX_TITLE_BYTES: usize = 512;
+/// Model output of one step, bytes (4 MiB); beyond it the turn ends with `output_limit`. Env: `DISPATCH_MAX_STEP_OUTPUT_BYTES`.
+pub const DEFAULT_MAX_STEP_OUTPUT_BYTES: usize = 4 * 1024 * 1024;
+/// Model output of one turn over all its steps, bytes (16 MiB). Env: `DISPATCH_MAX_TURN_OUTPUT_BYTES`.
+pub const DEFAULT_MAX_TURN_OUTPUT_BYTES: usize = 16 * 1024 * 1024;
 /// Wall time a tool call may take, milliseconds. Env: `DISPATCH_TOOL_TIMEOUT_MS`.
 pub const DEFAULT_TOOL_TIMEOUT_MS: u64 = 30_000;
 /// Tool output kept in history, bytes (50 KB); the rest goes to a file. Env: `DISPATCH_TOOL_OUTPUT_MAX_BYTES`.
@@ -194,6 +204,21 @@ pub struct Config {
     /// Provider round trips per turn.
     #[arg(long, env = "DISPATCH_MAX_STEPS", default_value_t = DEFAULT_MAX_STEPS)]
     pub max_steps: u32,
+    /// Conversations kept before new ones are refused (429 `conversation_limit`).
+    #[arg(long, env = "DISPATCH_MAX_CONVERSATIONS", default_value_t = DEFAULT_MAX_CONVERSATIONS)]
+    pub max_conversations: u64,
+    /// Stored history bytes of one conversation before new turns are refused (409 `history_limit`).
+    #[arg(long, env = "DISPATCH_MAX_HISTORY_BYTES", default_value_t = DEFAULT_MAX_HISTORY_BYTES)]
+    pub max_history_bytes: u64,
+    /// Longest conversation title, bytes (400 `title_too_long`).
+    #[arg(long, env = "DISPATCH_MAX_TITLE_BYTES", default_value_t = DEFAULT_MAX_TITLE_BYTES)]
+    pub max_title_bytes: usize,
+    /// Model output of one step, bytes; beyond it the turn ends with error `output_limit`.
+    #[arg(long, env = "DISPATCH_MAX_STEP_OUTPUT_BYTES", default_value_t = DEFAULT_MAX_STEP_OUTPUT_BYTES)]
+    pub max_step_output_bytes: usize,
+    /// Model output of one turn over all its steps, bytes; beyond it the turn ends with `output_limit`.
+    #[arg(long, env = "DISPATCH_MAX_TURN_OUTPUT_BYTES", default_value_t = DEFAULT_MAX_TURN_OUTPUT_BYTES)]
+    pub max_turn_output_bytes: usize,
     /// Parent of the per-conversation tool work directories (`<dir>/<conversation>`, 0700,
     /// the only place a sandboxed tool may write; keep it outside the var directory).
     #[arg(long, env = "DISPATCH_TOOL_WORKDIR", default_value = DEFAULT_TOOL_WORKDIR)]
@@ -295,6 +320,11 @@ impl Config {
             max_queue_depth: self.max_queue_depth,
             max_body_bytes: self.max_body_bytes,
             max_steps: self.max_steps.max(1),
+            max_conversations: self.max_conversations,
+            max_history_bytes: self.max_history_bytes,
+            max_title_bytes: self.max_title_bytes,
+            max_step_output_bytes: self.max_step_output_bytes.max(1),
+            max_turn_output_bytes: self.max_turn_output_bytes.max(1),
             tool_workdir: self.tool_workdir,
             tool_sandbox: self.tool_sandbox,
             tools_require_sandbox: self.tools_require_sandbox,
@@ -382,6 +412,16 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Step bound per turn.
     pub max_steps: u32,
+    /// Conversations kept before new ones are refused.
+    pub max_conversations: u64,
+    /// Stored history bytes of one conversation before new turns are refused.
+    pub max_history_bytes: u64,
+    /// Longest title, bytes.
+    pub max_title_bytes: usize,
+    /// Model output of one step, bytes.
+    pub max_step_output_bytes: usize,
+    /// Model output of one turn, bytes.
+    pub max_turn_output_bytes: usize,
     /// Parent of the per-conversation tool work directories.
     pub tool_workdir: PathBuf,
     /// Whether tool calls are confined.

@@ -45,6 +45,32 @@ pub enum ApiError {
     /// A browser's cross-site request.
     #[error("cross-origin request refused ({0})")]
     CrossOrigin(String),
+    /// The store holds as many conversations as it may.
+    #[error("the server holds its limit of {limit} conversations; delete some first")]
+    ConversationLimit {
+        /// The limit.
+        limit: u64,
+    },
+    /// The conversation's stored history is at its limit.
+    #[error(
+        "conversation {conversation:?} holds {bytes} bytes of history, the limit is {limit}; start a new conversation"
+    )]
+    HistoryLimit {
+        /// Conversation id.
+        conversation: String,
+        /// Its history, bytes.
+        bytes: u64,
+        /// The limit, bytes.
+        limit: u64,
+    },
+    /// The title is too long.
+    #[error("title has {bytes} bytes; at most {limit} are allowed")]
+    TitleTooLong {
+        /// Its length.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// No conversation has this id.
     #[error("no conversation with id {0:?}")]
     ConversationNotFound(String),
@@ -115,6 +141,9 @@ impl ApiError {
             Self::NoRoute(_) => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::Unauthorized => "unauthorized",
+            Self::ConversationLimit { .. } => "conversation_limit",
+            Self::HistoryLimit { .. } => "history_limit",
+            Self::TitleTooLong { .. } => "title_too_long",
             Self::HostNotAllowed(_) => "host_not_allowed",
             Self::CrossOrigin(_) => "cross_origin_refused",
             Self::FaultNotFound(_) => "fault_not_found",
@@ -138,6 +167,9 @@ impl ApiError {
             | Self::NoRoute(_)
             | Self::FaultNotFound(_) => StatusCode::NOT_FOUND,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::ConversationLimit { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::HistoryLimit { .. } => StatusCode::CONFLICT,
+            Self::TitleTooLong { .. } => StatusCode::BAD_REQUEST,
             Self::HostNotAllowed(_) | Self::CrossOrigin(_) => StatusCode::FORBIDDEN,
             Self::HeapProfile(_) => StatusCode::CONFLICT,
             Self::TurnInProgress(_) | Self::TurnNotRunning(_) => StatusCode::CONFLICT,

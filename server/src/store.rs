@@ -181,6 +181,11 @@ pub enum TurnStart {
     NotFound,
     /// A turn is already running in the conversation.
     Busy,
+    /// The conversation's history is at its byte limit.
+    HistoryFull {
+        /// Stored history, bytes.
+        bytes: u64,
+    },
 }
 
 /// Result of a delete.
@@ -435,6 +440,15 @@ fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConversationSummary> {
     })
 }
 
+/// How many conversations the store holds.
+///
+/// # Errors
+/// SQLite fails.
+pub fn count_conversations(conn: &mut Connection) -> Result<u64, StoreError> {
+    let n: i64 = conn.query_row("SELECT count(*) FROM conversations", [], |r| r.get(0))?;
+    Ok(n.max(0) as u64)
+}
+
 /// Lists conversations, most recently changed first.
 ///
 /// # Errors
@@ -554,6 +568,7 @@ pub fn start_turn(
     conversation: &str,
     turn: &str,
     message: &str,
+    max_history_bytes: u64,
 ) -> Result<TurnStart, StoreError> {
     let tx = conn.transaction()?;
     let status: Option<String> = tx
@@ -563,6 +578,15 @@ pub fn start_turn(
         None => return Ok(TurnStart::NotFound),
         Some("active") => return Ok(TurnStart::Busy),
         Some(_) => {}
+    }
+    let history: i64 = tx.query_row(
+        "SELECT coalesce(sum(length(CAST(content AS BLOB))), 0) FROM messages WHERE conversation = ?1",
+        [conversation],
+        |r| r.get(0),
+    )?;
+    let bytes = history.max(0) as u64 + message.len() as u64;
+    if bytes > max_history_bytes {
+        return Ok(TurnStart::HistoryFull { bytes: history.max(0) as u64 });
     }
     let now = now_ms();
     tx.execute(
@@ -883,11 +907,11 @@ mod tests {
                 create_conversation(c, "c1", None)?;
                 create_conversation(c, "c2", None)?;
                 assert_eq!(
-                    start_turn(c, "c1", "t1", "tool:sh sleep 9")?,
+                    start_turn(c, "c1", "t1", "tool:sh sleep 9", u64::MAX)?,
                     TurnStart::Started { turns: 1 }
                 );
-                assert_eq!(start_turn(c, "c1", "t-busy", "x")?, TurnStart::Busy);
-                assert_eq!(start_turn(c, "nope", "t-x", "x")?, TurnStart::NotFound);
+                assert_eq!(start_turn(c, "c1", "t-busy", "x", u64::MAX)?, TurnStart::Busy);
+                assert_eq!(start_turn(c, "nope", "t-x", "x", u64::MAX)?, TurnStart::NotFound);
                 // Step 1 finished with two tool calls; only the first got its result.
                 let m = begin_assistant(c, "c1", "t1")?;
                 finish_assistant(c, m, "calling", &[call("a"), call("b")])?;

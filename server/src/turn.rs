@@ -107,6 +107,15 @@ pub enum TurnError {
     /// The step limit was reached with the model still calling tools.
     #[error("the turn reached the step limit ({0}) with the model still calling tools")]
     StepLimit(u32),
+    /// The model's output reached its byte limit (per step or per turn); what came before
+    /// it is kept.
+    #[error("the model's output reached its limit of {limit} bytes {per}; the rest was dropped")]
+    OutputLimit {
+        /// The limit, bytes.
+        limit: usize,
+        /// `per step` or `per turn`.
+        per: &'static str,
+    },
 }
 
 impl TurnError {
@@ -117,13 +126,14 @@ impl TurnError {
             Self::Provider(e) => e.code(),
             Self::Tool(e) => e.code(),
             Self::StepLimit(_) => "step_limit",
+            Self::OutputLimit { .. } => "output_limit",
         }
     }
 
     /// `source` of the `error.unhandled` record.
     pub fn source_kind(&self) -> &'static str {
         match self {
-            Self::Store(_) | Self::StepLimit(_) => "task",
+            Self::Store(_) | Self::StepLimit(_) | Self::OutputLimit { .. } => "task",
             Self::Provider(_) => "provider",
             Self::Tool(e) => e.source_kind(),
         }
@@ -175,11 +185,23 @@ pub struct TurnSink<'a> {
     last_flush: Instant,
     counters: &'a TurnCounters,
     error: Option<StoreError>,
+    /// Bytes this step may stream (the step's and the turn's limits, whichever is nearer).
+    limit: usize,
+    /// Output beyond `limit` arrived and was dropped.
+    cut: bool,
 }
 
 impl StepSink for TurnSink<'_> {
+    fn is_full(&self) -> bool {
+        self.cut
+    }
+
     async fn token(&mut self, token: &str) {
-        if token.is_empty() {
+        if token.is_empty() || self.cut {
+            return;
+        }
+        if self.text.len() + token.len() > self.limit {
+            self.cut = true;
             return;
         }
         self.text.push_str(token);
@@ -446,6 +468,9 @@ async fn turn_body(
     let mut history_bytes: u64 = history.iter().map(HistoryMessage::size_bytes).sum();
     counters.history_bytes.store(history_bytes, Ordering::Relaxed);
     let specs = state.tools.specs();
+    let (step_limit, turn_limit) =
+        (state.settings.max_step_output_bytes, state.settings.max_turn_output_bytes);
+    let mut turn_output_bytes = 0usize;
     for step in 0..state.settings.max_steps {
         progress.steps += 1;
         let (conv, turn) = (t.conversation.clone(), t.turn.clone());
@@ -459,6 +484,8 @@ async fn turn_body(
             last_flush: Instant::now(),
             counters,
             error: None,
+            limit: step_limit.min(turn_limit.saturating_sub(turn_output_bytes)),
+            cut: false,
         };
         let request = StepRequest { history: &history, step, tools: &specs, turn: &t.turn };
         let calls = state.provider.step(request, &mut sink).await;
@@ -467,7 +494,16 @@ async fn turn_body(
             return Err(e.into());
         }
         let text = std::mem::take(&mut sink.text);
+        let cut = sink.is_full().then(|| {
+            if sink.limit < step_limit {
+                TurnError::OutputLimit { limit: turn_limit, per: "per turn" }
+            } else {
+                TurnError::OutputLimit { limit: step_limit, per: "per step" }
+            }
+        });
         drop(sink);
+        turn_output_bytes += text.len();
+        let calls = if cut.is_some() { Ok(Vec::new()) } else { calls };
         let calls = calls?;
         if let Some(out) = progress.output.as_mut() {
             out.push_str(&text);
@@ -487,6 +523,9 @@ async fn turn_body(
         history_bytes += assistant.size_bytes();
         history.push(assistant);
         counters.history_bytes.store(history_bytes, Ordering::Relaxed);
+        if let Some(e) = cut {
+            return Err(e);
+        }
         if calls.is_empty() {
             return Ok(());
         }

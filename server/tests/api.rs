@@ -330,3 +330,54 @@ async fn internal_errors_give_the_client_an_id_and_keep_the_details_in_the_journ
     assert_eq!(logged["source"], "api");
     assert!(logged["message"].as_str().unwrap().contains("no such table"), "{logged}");
 }
+
+#[tokio::test]
+async fn caps_refuse_with_clear_4xx_and_cut_long_output() {
+    let f = fixture(|s| {
+        s.max_title_bytes = 10;
+        s.max_conversations = 2;
+        s.max_step_output_bytes = 1000;
+        s.max_history_bytes = 2500;
+        s.sim_tokens_per_sec = 0;
+    })
+    .await;
+    let (status, v) =
+        f.http.json("POST", "/v1/conversations", Some(json!({ "title": "eleven byte" }))).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (400, Some("title_too_long")), "{v}");
+    let a = f.http.create_conversation().await;
+    let _b = f.http.create_conversation().await;
+    let (status, v) = f.http.json("POST", "/v1/conversations", None).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (429, Some("conversation_limit")), "{v}");
+
+    // One step asked for 50,000 bytes: cut at 1,000, the turn ends with output_limit.
+    let events = f.http.stream_turn(&a, "size:50000", |_| {}).await;
+    let end = common::end(&events);
+    assert_eq!(end["outcome"], "error", "{end}");
+    assert!(end["error"].as_str().unwrap().contains("1000 bytes per step"), "{end}");
+    let streamed = common::tokens(&events).len();
+    assert!((1..=1000).contains(&streamed), "{streamed} bytes streamed");
+    let (_, detail) = f.http.json("GET", &format!("/v1/conversations/{a}"), None).await;
+    let stored: usize = detail["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .map(|m| m["content"].as_str().unwrap().len())
+        .sum();
+    assert_eq!(stored, streamed, "what was streamed is what was kept");
+
+    // Two more turns of ~900 bytes (history ~2,800 bytes) pass the 2,500-byte limit: the next
+    // turn is refused.
+    for _ in 0..2 {
+        let _ = f.http.stream_turn(&a, "size:900", |_| {}).await;
+    }
+    let (status, v) = f
+        .http
+        .json(
+            "POST",
+            &format!("/v1/conversations/{a}/turns"),
+            Some(json!({ "message": "size:10" })),
+        )
+        .await;
+    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("history_limit")), "{v}");
+}

@@ -67,6 +67,12 @@ impl ProviderError {
 pub trait StepSink: Send {
     /// Takes one token of model output (empty tokens may be passed and are ignored).
     fn token(&mut self, token: &str) -> impl Future<Output = ()> + Send;
+
+    /// The step's output reached its byte limit: the provider stops streaming (what it sends
+    /// after this is dropped).
+    fn is_full(&self) -> bool {
+        false
+    }
 }
 
 /// What a provider gets for one step.

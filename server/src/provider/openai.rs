@@ -226,6 +226,10 @@ impl OpenAiProvider {
                 for token in parser.line(&line)? {
                     sink.token(&token).await;
                 }
+                if sink.is_full() {
+                    // The turn ends with `output_limit`; the rest of the stream is not read.
+                    return Ok(Vec::new());
+                }
                 if parser.done {
                     return parser.finish();
                 }

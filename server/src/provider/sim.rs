@@ -213,6 +213,9 @@ async fn stream(text: &str, rate: u32, sink: &mut impl StepSink) {
         let end = rest.find(' ').map(|p| p + 1).unwrap_or(rest.len());
         let (token, after) = rest.split_at(end);
         sink.token(token).await;
+        if sink.is_full() {
+            return;
+        }
         rest = after;
         i += 1;
         if rate > 0 {
