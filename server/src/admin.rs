@@ -175,7 +175,8 @@ pub async fn pprof_heap(
     authorize(&state, &headers, &uri)?;
     let dir = dispatch_journal::paths::VarDir::new(&state.settings.var_dir).heap_dir();
     let boot = state.journal.boot().to_owned();
-    let (path, bytes) = tokio::task::spawn_blocking(move || dump_heap_profile(&dir, &boot))
+    let budget = state.settings.heap_profile_budget_bytes;
+    let (path, bytes) = tokio::task::spawn_blocking(move || dump_heap_profile(&dir, &boot, budget))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(ApiError::HeapProfile)?;
@@ -195,11 +196,12 @@ pub async fn pprof_heap(
         .into_response())
 }
 
-/// Dumps a heap profile into `dir` (created 0700) as `heap.<boot>.<n>.prof`; returns its path
-/// and contents.
+/// Dumps a heap profile into `dir` (created 0700) as `heap.<boot>.<n>.prof`, then keeps the
+/// directory's profiles within `budget_bytes`; returns its path and contents.
 fn dump_heap_profile(
     dir: &std::path::Path,
     boot: &str,
+    budget_bytes: u64,
 ) -> Result<(std::path::PathBuf, Vec<u8>), String> {
     use std::os::unix::ffi::OsStrExt as _;
     use std::os::unix::fs::DirBuilderExt as _;
@@ -216,5 +218,66 @@ fn dump_heap_profile(
     sys::dump_heap_profile(&c_path)?;
     let bytes =
         std::fs::read(&path).map_err(|e| format!("reading back {}: {e}", path.display()))?;
+    enforce_heap_budget(dir, budget_bytes, &path);
     Ok((path, bytes))
+}
+
+/// Deletes the oldest `heap.*.prof` files of `dir` until they fit in `budget_bytes`; `keep`
+/// (the profile just written) is never deleted. Returns how many were deleted.
+fn enforce_heap_budget(dir: &std::path::Path, budget_bytes: u64, keep: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut files: Vec<(std::time::SystemTime, u64, std::path::PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.starts_with("heap.") && n.ends_with(".prof")
+        })
+        .filter_map(|e| {
+            let m = e.metadata().ok().filter(std::fs::Metadata::is_file)?;
+            Some((m.modified().ok()?, m.len(), e.path()))
+        })
+        .collect();
+    files.sort();
+    let mut total: u64 = files.iter().map(|f| f.1).sum();
+    let mut deleted = 0;
+    for (_, len, path) in files {
+        if total <= budget_bytes {
+            break;
+        }
+        if path == keep {
+            continue;
+        }
+        if std::fs::remove_file(&path).is_ok() {
+            total = total.saturating_sub(len);
+            deleted += 1;
+        }
+    }
+    deleted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::enforce_heap_budget;
+
+    #[test]
+    fn heap_profiles_keep_within_their_budget_oldest_first() {
+        let d = tempfile::tempdir().unwrap();
+        let mut paths = Vec::new();
+        for i in 0..5 {
+            let p = d.path().join(format!("heap.b.{i}.prof"));
+            std::fs::write(&p, vec![b'x'; 1000]).unwrap();
+            let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000 + i);
+            std::fs::File::options().write(true).open(&p).unwrap().set_modified(t).unwrap();
+            paths.push(p);
+        }
+        std::fs::write(d.path().join("other.txt"), vec![b'y'; 5000]).unwrap();
+        assert_eq!(enforce_heap_budget(d.path(), 2500, &paths[4]), 3);
+        let left: Vec<bool> = paths.iter().map(|p| p.exists()).collect();
+        assert_eq!(left, [false, false, false, true, true]);
+        assert!(d.path().join("other.txt").exists(), "only heap profiles are counted and deleted");
+        // The one just written is kept even when it alone is over the budget.
+        assert_eq!(enforce_heap_budget(d.path(), 10, &paths[4]), 1);
+        assert!(paths[4].exists());
+    }
 }

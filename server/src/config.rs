@@ -29,6 +29,8 @@ pub const DEFAULT_MAX_STEPS: u32 = 25;
 pub const DEFAULT_MAX_CONVERSATIONS: u64 = 100_000;
 /// Stored history of one conversation, bytes (64 MiB), before new turns are refused. Env: `DISPATCH_MAX_HISTORY_BYTES`.
 pub const DEFAULT_MAX_HISTORY_BYTES: u64 = 64 * 1024 * 1024;
+/// Byte budget of the heap profiles in `<var dir>/heap/` (256 MiB); the oldest go first. Env: `DISPATCH_HEAP_PROFILE_BUDGET_BYTES`.
+pub const DEFAULT_HEAP_PROFILE_BUDGET_BYTES: u64 = 256 * 1024 * 1024;
 /// Longest conversation title, bytes. Env: `DISPATCH_MAX_TITLE_BYTES`.
 pub const DEFAULT_MAX_TITLE_BYTES: usize = 512;
 /// Model output of one step, bytes (4 MiB); beyond it the turn ends with `output_limit`. Env: `DISPATCH_MAX_STEP_OUTPUT_BYTES`.
@@ -210,6 +212,9 @@ pub struct Config {
     /// Stored history bytes of one conversation before new turns are refused (409 `history_limit`).
     #[arg(long, env = "DISPATCH_MAX_HISTORY_BYTES", default_value_t = DEFAULT_MAX_HISTORY_BYTES)]
     pub max_history_bytes: u64,
+    /// Byte budget of the heap profiles dumped through the admin API; the oldest are deleted.
+    #[arg(long, env = "DISPATCH_HEAP_PROFILE_BUDGET_BYTES", default_value_t = DEFAULT_HEAP_PROFILE_BUDGET_BYTES)]
+    pub heap_profile_budget_bytes: u64,
     /// Longest conversation title, bytes (400 `title_too_long`).
     #[arg(long, env = "DISPATCH_MAX_TITLE_BYTES", default_value_t = DEFAULT_MAX_TITLE_BYTES)]
     pub max_title_bytes: usize,
@@ -323,6 +328,7 @@ impl Config {
             max_conversations: self.max_conversations,
             max_history_bytes: self.max_history_bytes,
             max_title_bytes: self.max_title_bytes,
+            heap_profile_budget_bytes: self.heap_profile_budget_bytes,
             max_step_output_bytes: self.max_step_output_bytes.max(1),
             max_turn_output_bytes: self.max_turn_output_bytes.max(1),
             tool_workdir: self.tool_workdir,
@@ -418,6 +424,8 @@ pub struct Settings {
     pub max_history_bytes: u64,
     /// Longest title, bytes.
     pub max_title_bytes: usize,
+    /// Byte budget of the heap profiles.
+    pub heap_profile_budget_bytes: u64,
     /// Model output of one step, bytes.
     pub max_step_output_bytes: usize,
     /// Model output of one turn, bytes.

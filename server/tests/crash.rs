@@ -239,3 +239,44 @@ async fn the_server_stops_when_its_monitor_is_killed() {
     });
     assert_eq!(stop["reason"], "signal:SIGTERM", "{stop}");
 }
+
+/// The acceptance drill of the security issue: a server started with a database URL holding a
+/// password in its environment and the provider key on its command line segfaults; the
+/// minidump the monitor keeps holds neither secret anywhere in its raw bytes (the `environ`
+/// and `cmdline` streams, the stacks, the heap pages included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dump_of_the_server_holds_no_secret_from_its_environment_or_command_line() {
+    const PASSWORD: &str = "hunter2-correct-horse";
+    const KEY: &str = "sk-abcdef0123456789abcdef0123456789";
+    let var = tempfile::tempdir().unwrap();
+    let url = format!("postgres://u:{PASSWORD}@db/x");
+    let mut server = ServerProcess::start_with_env(
+        var.path(),
+        &["--admin-token", TOKEN, "--openai-api-key", KEY],
+        &[("DATABASE_URL", url.as_str())],
+    );
+    let http = server.client();
+    // A turn first, so the server's heap has been busy before the dump.
+    let conversation = http.create_conversation().await;
+    let _ = http.stream_turn(&conversation, "size:2000", |_| {}).await;
+    let auth = format!("Bearer {TOKEN}");
+    let (status, _) =
+        http.raw("POST", "/admin/fault/segfault", &[("authorization", &auth)], Vec::new()).await;
+    assert_eq!(status, 202);
+    let status = server.child.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGSEGV));
+    let dumps: Vec<PathBuf> = std::fs::read_dir(var.path().join("crashes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "dmp"))
+        .collect();
+    assert_eq!(dumps.len(), 1, "{dumps:?}");
+    let bytes = std::fs::read(&dumps[0]).unwrap();
+    let has = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(bytes.len() > 10_000, "a real dump: {} bytes", bytes.len());
+    assert!(!has(PASSWORD), "the database password is in the dump");
+    assert!(!has(KEY), "the provider key is in the dump");
+    assert!(!has(TOKEN), "the admin token is in the dump");
+    // The dump still names what it scrubbed around: the variable's name survives.
+    assert!(has("DATABASE_URL"), "the environ stream is in the dump");
+}
