@@ -196,12 +196,14 @@ fn add_proc_rule(rule: &ProcRule) -> std::io::Result<()> {
 ///
 /// With `pid_namespace`, the child the server sees (the *keeper*) calls
 /// `unshare(CLONE_NEWPID | CLONE_NEWNS)` (with `CLONE_NEWUSER` and its id maps when
-/// `user_maps` is set) and forks: the grandchild is pid 1 of the new
-/// namespace, gets `PR_SET_PDEATHSIG(SIGKILL)` (so it dies with the keeper), makes its mounts
-/// private and mounts a fresh `/proc` over the server's, drops every capability from its
-/// bounding set, applies the ruleset and goes on to `exec`; the keeper closes every descriptor it holds (the output pipe, std's exec-error
-/// pipe), waits for it and exits with its status (128 + signal when it was killed). Both stay
-/// in the process group the server kills on timeout.
+/// `user_maps` is set) and forks: the grandchild is pid 1 of the new namespace, gets
+/// `PR_SET_PDEATHSIG(SIGKILL)` (so it dies with the keeper), makes its mounts private, mounts
+/// a fresh `/proc` over the server's and forks the tool as pid 2, which it waits for,
+/// unconfined (so the tool cannot signal its parent). The tool drops every capability from
+/// its bounding set, applies the ruleset and goes on to `exec`. Each keeper closes every
+/// descriptor it holds (the output pipe, std's exec-error pipe), waits for its child and exits
+/// with its status (128 + signal when it was killed). All stay in the process group the
+/// server kills on timeout.
 #[allow(unsafe_code)]
 pub fn confine_child(cmd: &mut std::process::Command, confinement: Confinement) {
     use std::os::unix::process::CommandExt as _;
@@ -268,6 +270,19 @@ fn enter_confinement(c: &mut Confinement) -> std::io::Result<()> {
         };
         if !mounted {
             return Err(std::io::Error::last_os_error());
+        }
+        // Pid 1 of the namespace stays outside the Landlock domain and only waits: the tool
+        // is its child (pid 2), so the tool's `$PPID` names a process Landlock's signal scope
+        // forbids it to signal (`kill -0 $PPID` fails), and when the tool ends pid 1 exits
+        // and the kernel kills whatever is left in the namespace.
+        // SAFETY: fork(2) in a single-threaded process (pid 1 of the new namespace); both
+        // sides go on with async-signal-safe calls only.
+        let tool = unsafe { libc::fork() };
+        if tool < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if tool > 0 {
+            keep(tool);
         }
         if let Some(rule) = &c.proc_rule {
             add_proc_rule(rule)?;

@@ -96,8 +96,10 @@ async fn a_sandboxed_tool_cannot_reach_the_server_but_works_in_its_directory() {
     let var_dir = var.path().display().to_string();
     let outside = tools.as_path().with_extension("outside");
     let mut denied = vec![
-        // `$PPID` is 0 inside the call's PID namespace: the server's real pids are named too.
+        // `$PPID` is the namespace's pid 1 (the keeper, outside the Landlock domain); the
+        // server's real pids are named too.
         "cat /proc/$PPID/environ".to_owned(),
+        "kill -0 $PPID".to_owned(),
         format!("cat /proc/{worker}/environ"),
         format!("cat /proc/{monitor}/environ"),
         format!("ls {var_dir}"),
