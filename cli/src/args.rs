@@ -80,7 +80,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 #[deny(missing_docs)]
 pub struct AdminArgs {
-    /// The server's address.
+    /// The server's address: host:port (plain HTTP), or an http:// or https:// URL.
     #[arg(long, env = "DISPATCH_ADDR", default_value = "127.0.0.1:24991")]
     pub addr: String,
     /// The admin token the server was started with.

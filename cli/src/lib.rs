@@ -10,9 +10,12 @@
 pub mod analysis;
 pub mod args;
 pub mod chart;
+pub mod error;
 pub mod heap;
 pub mod mem;
 pub mod output;
 pub mod stats;
 /// Synthetic journals with a known verdict (`journal synth`): the `dispatch-synth` crate's scenarios.
 pub use dispatch_synth::scenario as synth;
+
+pub use error::Error;
