@@ -74,6 +74,18 @@ pub enum Command {
     /// jemalloc heap profiles of a running server: start, dump, diff.
     #[command(subcommand)]
     Heap(HeapCommand),
+    /// Print a shell completion script to stdout (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout, or write one page per command into a directory.
+    Man {
+        /// Write dispatchctl.1 and a page per subcommand (dispatchctl-mem.1, ...) into DIR.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// Where the server's admin API is.
