@@ -38,30 +38,13 @@ pub struct Profile {
     pub mappings: Vec<(u64, u64, u64, String)>,
 }
 
-/// A profile that does not parse, with the line that broke it.
-#[derive(Debug)]
-pub struct ParseError {
-    /// 1-based line.
-    pub line: usize,
-    /// What is wrong.
-    pub reason: String,
-}
-
-impl std::fmt::Display for ParseError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "line {}: {}", self.line, self.reason)
-    }
-}
-
-impl std::error::Error for ParseError {}
-
 /// Parses jemalloc's `heap_v2` text format.
 ///
 /// # Errors
-/// A header that is not `heap_v2/<period>`, a stack line with a bad address, a count line
-/// that does not parse; the error names the line.
-pub fn parse(text: &str) -> Result<Profile, ParseError> {
-    let err = |line: usize, reason: String| ParseError { line, reason };
+/// [`Error::ProfileInvalid`] naming the line: a header that is not `heap_v2/<period>`, a stack
+/// line with a bad address, a count line that does not parse.
+pub fn parse(text: &str) -> Result<Profile, Error> {
+    let err = |line: usize, reason: String| Error::ProfileInvalid { line, reason };
     let mut lines = text.lines().enumerate();
     let (_, first) = lines.next().ok_or_else(|| err(1, "empty profile".into()))?;
     let period =
@@ -508,9 +491,10 @@ MAPPED_LIBRARIES:
             parse("heap_v3/1\n").unwrap_err().to_string().starts_with("line 1: expected heap_v2")
         );
         let e = parse("heap_v2/1\n@ 0xzz\n").unwrap_err();
-        assert_eq!(e.line, 2);
+        assert!(matches!(e, Error::ProfileInvalid { line: 2, .. }), "{e:?}");
+        assert_eq!(e.code(), "heap_profile_invalid");
         let e = parse("heap_v2/1\n@ 0x10\n  t*: x: y\n").unwrap_err();
-        assert_eq!(e.line, 3);
+        assert!(matches!(e, Error::ProfileInvalid { line: 3, .. }), "{e:?}");
     }
 
     /// A one-connection HTTP server on 127.0.0.1 that reads the request head, answers with

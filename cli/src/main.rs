@@ -28,7 +28,7 @@ fn main() -> ExitCode {
 fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let color = use_color(cli.color);
     match &cli.command {
-        Command::Mem(args) => mem::run(cli, args, out, color),
+        Command::Mem(args) => Ok(mem::run(cli, args, out, color)?),
         Command::Heap(cmd) => run_heap(cli, cmd, out),
         Command::Completions { shell } => {
             manual::completions(*shell, out)?;

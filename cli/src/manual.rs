@@ -38,7 +38,7 @@ pub fn man_page(out: &mut dyn Write) -> Result<(), Error> {
 /// # Errors
 /// [`Error::Io`] naming the directory or the page that could not be written.
 pub fn man_pages(dir: &Path) -> Result<Vec<PathBuf>, Error> {
-    std::fs::create_dir_all(dir).map_err(Error::io(dir, "creating the man page directory"))?;
+    std::fs::create_dir_all(dir).map_err(Error::io(dir, "creating"))?;
     let mut cmd = Cli::command().disable_help_subcommand(true);
     cmd.build(); // names subcommands `dispatchctl-heap-start`, as the page names want
     let mut written = Vec::new();
@@ -52,7 +52,7 @@ fn write_pages(cmd: clap::Command, dir: &Path, written: &mut Vec<PathBuf>) -> Re
     let path = dir.join(man.get_filename());
     let mut page = Vec::new();
     man.render(&mut page).map_err(Error::Output)?;
-    std::fs::write(&path, page).map_err(Error::io(&path, "writing the man page"))?;
+    std::fs::write(&path, page).map_err(Error::io(&path, "writing"))?;
     written.push(path);
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         write_pages(sub.clone(), dir, written)?;

@@ -100,5 +100,8 @@ fn man_out_into_a_file_is_an_error_naming_it() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with(&format!("dispatchctl: error: {}: creating", file.display())), "{err}");
+    assert!(
+        err.starts_with(&format!("dispatchctl: error: creating {}: ", file.display())),
+        "{err}"
+    );
 }
