@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::output;
 use crate::stats::{confidence, mann_kendall_z, median, ols, pearson, theil_sen};
 
 /// One memory sample, each figure from its own source (`None` when not read).
@@ -728,10 +729,6 @@ fn rank_turns(turns: &[TurnPoint], from: i64, to: i64) -> Vec<TurnRank> {
     out
 }
 
-fn mib(b: f64) -> String {
-    format!("{:.1} MiB", b / MIB)
-}
-
 fn summarize(a: &Analysis) -> String {
     let g = a.growth.as_ref();
     match a.verdict {
@@ -743,31 +740,31 @@ fn summarize(a: &Analysis) -> String {
                     format!("at {}", crate::output::turns(l)),
                 _ => "(load-adjusted)".to_string(),
             },
-            mib(g.map_or(0.0, |g| g.bytes_per_hour)),
-            mib(g.map_or(0.0, |g| g.growth_bytes)),
+            output::mib(g.map_or(0.0, |g| g.bytes_per_hour)),
+            output::mib(g.map_or(0.0, |g| g.growth_bytes)),
             100.0 * g.map_or(0.0, |g| g.confidence)
         ),
         Verdict::StateGrowth => format!(
             "the floor rises {}/h in step with the application's state (loaded conversations or state bytes): a cache or map that only grows",
-            mib(g.map_or(0.0, |g| g.bytes_per_hour))
+            output::mib(g.map_or(0.0, |g| g.bytes_per_hour))
         ),
         Verdict::NonHeap => format!(
             "RSS rises {}/h while jemalloc's resident memory is flat: memory outside the heap (threads, mmap, native code)",
-            mib(a.rss_growth.as_ref().map_or(0.0, |g| g.bytes_per_hour))
+            output::mib(a.rss_growth.as_ref().map_or(0.0, |g| g.bytes_per_hour))
         ),
         Verdict::AllocatorRetention => format!(
             "at idle jemalloc keeps {} resident beyond what is allocated, while allocated is flat",
-            mib(a.resident_minus_allocated_bytes.unwrap_or(0.0))
+            output::mib(a.resident_minus_allocated_bytes.unwrap_or(0.0))
         ),
         Verdict::WorkingSet => format!(
             "no leak: memory follows turns in flight (r = {:.2}, {} per turn) and returns to its floor of {}",
             a.load_correlation.unwrap_or(0.0),
-            mib(a.bytes_per_turn_in_flight.unwrap_or(0.0)),
-            mib(a.floor_end_bytes.unwrap_or(0.0))
+            output::mib(a.bytes_per_turn_in_flight.unwrap_or(0.0)),
+            output::mib(a.floor_end_bytes.unwrap_or(0.0))
         ),
         Verdict::Flat => format!(
             "no leak: the floor is flat ({}/h, z = {:.2})",
-            mib(g.map_or(0.0, |g| g.bytes_per_hour)),
+            output::mib(g.map_or(0.0, |g| g.bytes_per_hour)),
             g.map_or(0.0, |g| g.mann_kendall_z)
         ),
         Verdict::InsufficientData => format!(
@@ -789,7 +786,7 @@ pub fn next_step(a: &Analysis) -> String {
                     format!(
                         " Start with conversation {} ({} {}).",
                         c.id,
-                        mib(c.retained_bytes as f64),
+                        output::mib(c.retained_bytes as f64),
                         c.kind
                     )
                 })

@@ -74,13 +74,25 @@ pub enum Command {
     /// jemalloc heap profiles of a running server: start, dump, diff.
     #[command(subcommand)]
     Heap(HeapCommand),
+    /// Print a shell completion script to stdout (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout, or write one page per command into a directory.
+    Man {
+        /// Write dispatchctl.1 and a page per subcommand (dispatchctl-mem.1, ...) into DIR.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// Where the server's admin API is.
 #[derive(Debug, Args)]
 #[deny(missing_docs)]
 pub struct AdminArgs {
-    /// The server's address.
+    /// The server's address: host:port (plain HTTP), or an http:// or https:// URL.
     #[arg(long, env = "DISPATCH_ADDR", default_value = "127.0.0.1:24991")]
     pub addr: String,
     /// The admin token the server was started with.

@@ -4,15 +4,21 @@
 //!   and which conversations hold it ([`analysis`]).
 //! - `dispatchctl heap start|dump|diff`: jemalloc heap profiles of a running server ([`heap`]).
 //! - `dispatchctl journal synth`: synthetic journals with a known verdict ([`synth`]).
+//! - `dispatchctl completions SHELL`, `dispatchctl man [--out DIR]`: shell completions and man
+//!   pages from the clap definitions ([`manual`]).
 //!
 //! The crate links neither the journal writer nor jemalloc (CI checks it): it reads.
 
 pub mod analysis;
 pub mod args;
 pub mod chart;
+pub mod error;
 pub mod heap;
+pub mod manual;
 pub mod mem;
 pub mod output;
 pub mod stats;
 /// Synthetic journals with a known verdict (`journal synth`): the `dispatch-synth` crate's scenarios.
 pub use dispatch_synth::scenario as synth;
+
+pub use error::Error;

@@ -9,7 +9,7 @@ use clap::Parser as _;
 use dispatch_cli::args::{Cli, Command, HeapCommand, JournalCommand};
 use dispatch_cli::output::bytes;
 use dispatch_cli::output::{Outcome, use_color};
-use dispatch_cli::{heap, mem, synth};
+use dispatch_cli::{heap, manual, mem, synth};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -28,8 +28,22 @@ fn main() -> ExitCode {
 fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let color = use_color(cli.color);
     match &cli.command {
-        Command::Mem(args) => mem::run(cli, args, out, color),
+        Command::Mem(args) => Ok(mem::run(cli, args, out, color)?),
         Command::Heap(cmd) => run_heap(cli, cmd, out),
+        Command::Completions { shell } => {
+            manual::completions(*shell, out)?;
+            Ok(Outcome::Clean)
+        }
+        Command::Man { out: None } => {
+            manual::man_page(out)?;
+            Ok(Outcome::Clean)
+        }
+        Command::Man { out: Some(dir) } => {
+            for page in manual::man_pages(dir)? {
+                writeln!(out, "{}", page.display())?;
+            }
+            Ok(Outcome::Clean)
+        }
         Command::Journal(JournalCommand::Synth(args)) => {
             let mut opts = synth::SynthOptions::new(args.scenario);
             opts.hours = args.hours;

@@ -4,14 +4,14 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, bail};
-use dispatch_collector::query::{self, Samples, TimeRange};
+use dispatch_collector::query::{self, QueryError, Samples, TimeRange};
 use rusqlite::Connection;
 use serde_json::json;
 
 use crate::analysis::{self, Analysis, ConversationPoint, Options, SamplePoint, TurnPoint};
 use crate::args::{Cli, MemArgs, Since};
 use crate::chart::{self, ChartData, Point};
+use crate::error::Error;
 use crate::output::{Outcome, bytes, paint, time};
 
 /// Windows up to this long are analysed from raw samples; longer ones from hourly rollups.
@@ -31,20 +31,26 @@ impl Settings {
     /// first, or `<var dir>/traces.db`.
     ///
     /// # Errors
-    /// The journal cannot be drained, or the database does not exist.
-    pub fn resolve(cli: &Cli) -> anyhow::Result<Settings> {
+    /// [`Error::JournalNotADirectory`], [`Error::CacheOpen`] or [`Error::Drain`]: the journal
+    /// cannot be drained; [`Error::NoDatabase`]: the database does not exist.
+    pub fn resolve(cli: &Cli) -> Result<Settings, Error> {
         if let Some(dir) = &cli.journal {
             if !dir.is_dir() {
-                bail!("--journal {}: not a directory", dir.display());
+                return Err(Error::JournalNotADirectory { path: dir.clone() });
             }
             let db = cached_db_for(dir);
             let summary = dispatch_collector::Collector::builder(dir, &db)
                 .open()
-                .with_context(|| {
-                    format!("opening the cache {} for {}", db.display(), dir.display())
+                .map_err(|source| Error::CacheOpen {
+                    db: db.clone(),
+                    journal: dir.clone(),
+                    source: Box::new(source),
                 })?
                 .drain_once()
-                .with_context(|| format!("draining {}", dir.display()))?;
+                .map_err(|source| Error::Drain {
+                    journal: dir.clone(),
+                    source: Box::new(source),
+                })?;
             for issue in &summary.issues {
                 eprintln!("dispatchctl: skipped {issue}");
             }
@@ -55,10 +61,7 @@ impl Settings {
             .clone()
             .unwrap_or_else(|| dispatch_journal::paths::VarDir::new(&cli.var_dir).traces_db());
         if !db.exists() {
-            bail!(
-                "no traces database at {} (pass --traces-db PATH, --journal DIR, or run the server, whose embedded collector writes it)",
-                db.display()
-            );
+            return Err(Error::NoDatabase { path: db });
         }
         Ok(Settings { db, skipped_input: false })
     }
@@ -79,15 +82,42 @@ pub const JSON_VERSION: u32 = 1;
 /// Runs `dispatchctl mem`.
 ///
 /// # Errors
-/// The database cannot be read, or the boot is unknown.
-pub fn run(cli: &Cli, args: &MemArgs, out: &mut dyn Write, color: bool) -> anyhow::Result<Outcome> {
+/// As [`Settings::resolve`]; [`Error::DatabaseOpen`]; [`Error::Analysing`] when the database
+/// cannot be read or the boot is unknown; [`Error::Io`] for an SVG or HTML file that cannot be
+/// written; [`Error::Output`].
+pub fn run(cli: &Cli, args: &MemArgs, out: &mut dyn Write, color: bool) -> Result<Outcome, Error> {
     let settings = Settings::resolve(cli)?;
-    let conn = dispatch_collector::schema::open_read_only(&settings.db)
-        .with_context(|| format!("opening {}", settings.db.display()))?;
-    let reports = reports(&conn, &args.boot, args.since)
-        .with_context(|| format!("analysing {}", settings.db.display()))?;
+    let conn = dispatch_collector::schema::open_read_only(&settings.db).map_err(|source| {
+        Error::DatabaseOpen { path: settings.db.clone(), source: Box::new(source) }
+    })?;
+    let reports = reports(&conn, &args.boot, args.since).map_err(|source| Error::Analysing {
+        path: settings.db.clone(),
+        source: Box::new(source),
+    })?;
+    print(cli, args, &settings, &reports, out, color).map_err(Error::Output)?;
+    if let Some(r) = reports.first() {
+        let data = chart_data(r);
+        if let Some(p) = &args.svg {
+            std::fs::write(p, chart::svg(&data)).map_err(Error::io(p, "writing"))?;
+        }
+        if let Some(p) = &args.html {
+            std::fs::write(p, chart::html(&data, &r.to_json())).map_err(Error::io(p, "writing"))?;
+        }
+    }
+    Ok(if settings.skipped_input { Outcome::SkippedInput } else { Outcome::Clean })
+}
+
+/// The verdicts on `out`: one JSON document, or each report as text.
+fn print(
+    cli: &Cli,
+    args: &MemArgs,
+    settings: &Settings,
+    reports: &[Report],
+    out: &mut dyn Write,
+    color: bool,
+) -> std::io::Result<()> {
     if cli.json {
-        let doc = match (args.boot.as_str(), reports.as_slice()) {
+        let doc = match (args.boot.as_str(), reports) {
             ("all", _) => {
                 json!({ "v": JSON_VERSION, "kind": "mem", "boots": reports.iter().map(|r| r.to_json()).collect::<Vec<_>>() })
             }
@@ -110,40 +140,30 @@ pub fn run(cli: &Cli, args: &MemArgs, out: &mut dyn Write, color: bool) -> anyho
             settings.db.display()
         )?;
     } else {
-        for r in &reports {
+        for r in reports {
             render(r, args, out, color)?;
         }
     }
-    if let Some(r) = reports.first() {
-        let data = chart_data(r);
-        if let Some(p) = &args.svg {
-            std::fs::write(p, chart::svg(&data))
-                .with_context(|| format!("writing {}", p.display()))?;
-        }
-        if let Some(p) = &args.html {
-            std::fs::write(p, chart::html(&data, &r.to_json()))
-                .with_context(|| format!("writing {}", p.display()))?;
-        }
-    }
-    Ok(if settings.skipped_input { Outcome::SkippedInput } else { Outcome::Clean })
+    Ok(())
 }
 
 /// Analyses the boots `boot` selects (`latest`, `all`, or an id prefix) over the window
 /// `since` ending at each boot's newest record.
 ///
 /// # Errors
-/// The database cannot be read, or the boot is unknown or ambiguous.
-pub fn reports(conn: &Connection, boot: &str, since: Since) -> anyhow::Result<Vec<Report>> {
-    let boots = query::boots(conn).context("reading boots")?;
+/// [`Error::Query`]: the database cannot be read; [`Error::UnknownBoot`],
+/// [`Error::AmbiguousBoot`].
+pub fn reports(conn: &Connection, boot: &str, since: Since) -> Result<Vec<Report>, Error> {
+    let boots = query::boots(conn).map_err(query_failed("reading boots"))?;
     let selected: Vec<&query::Boot> = match boot {
         "all" => boots.iter().collect(),
         "latest" => boots.iter().max_by_key(|b| (b.last_ts_ms, b.boot_no)).into_iter().collect(),
         prefix => {
             let m: Vec<_> = boots.iter().filter(|b| b.boot.starts_with(prefix)).collect();
             match m.len() {
-                0 => bail!("--boot {prefix}: no such boot"),
+                0 => return Err(Error::UnknownBoot { prefix: prefix.to_owned() }),
                 1 => m,
-                n => bail!("--boot {prefix}: {n} boots start with it; give more of the id"),
+                count => return Err(Error::AmbiguousBoot { prefix: prefix.to_owned(), count }),
             }
         }
     };
@@ -181,7 +201,12 @@ impl Report {
     }
 }
 
-fn analyze_boot(conn: &Connection, boot: &query::Boot, since: Since) -> anyhow::Result<Report> {
+/// `map_err` adapter: a failed query, with what was being read.
+fn query_failed(what: &'static str) -> impl FnOnce(QueryError) -> Error {
+    move |source| Error::Query { what, source: Box::new(source) }
+}
+
+fn analyze_boot(conn: &Connection, boot: &query::Boot, since: Since) -> Result<Report, Error> {
     // Anchored at the boot's newest record, not the wall clock: post-mortems run days later.
     let newest = boot.last_ts_ms.unwrap_or(0);
     let range = match since {
@@ -193,7 +218,7 @@ fn analyze_boot(conn: &Connection, boot: &query::Boot, since: Since) -> anyhow::
     let mut opts = Options::default();
     let mut hourly_peaks: Vec<(f64, f64)> = Vec::new();
     let (samples, source) = match query::samples(conn, range, Some(&boot.boot), RAW_WINDOW_MS)
-        .context("reading samples")?
+        .map_err(query_failed("reading samples"))?
     {
         Samples::Raw(rows) => (rows.iter().map(to_point).collect::<Vec<_>>(), "raw"),
         Samples::Hourly(hours) => {
@@ -216,7 +241,7 @@ fn analyze_boot(conn: &Connection, boot: &query::Boot, since: Since) -> anyhow::
         }
     };
     let turns: Vec<TurnPoint> = query::turns_started(conn, range)
-        .context("reading turns")?
+        .map_err(query_failed("reading turns"))?
         .into_iter()
         .filter(|t| t.boot == boot.boot)
         .map(|t| TurnPoint {
@@ -229,7 +254,7 @@ fn analyze_boot(conn: &Connection, boot: &query::Boot, since: Since) -> anyhow::
         })
         .collect();
     let convs: Vec<ConversationPoint> = query::conversation_memory(conn, range)
-        .context("reading conversation memory")?
+        .map_err(query_failed("reading conversation memory"))?
         .into_iter()
         .filter(|c| c.boot == boot.boot)
         .map(|c| ConversationPoint {
@@ -310,7 +335,7 @@ fn short(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
 }
 
-fn render(r: &Report, args: &MemArgs, out: &mut dyn Write, color: bool) -> anyhow::Result<()> {
+fn render(r: &Report, args: &MemArgs, out: &mut dyn Write, color: bool) -> std::io::Result<()> {
     let a = &r.analysis;
     let b = &r.boot;
     writeln!(

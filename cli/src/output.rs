@@ -35,15 +35,54 @@ pub fn use_color(choice: ColorChoice) -> bool {
     }
 }
 
-/// Bytes in KiB/MiB/GiB with one decimal (the charts' formatter, so text and pictures agree).
-pub fn bytes(b: f64) -> String {
-    crate::chart::human_bytes(b)
+/// Binary units, so the figures match jemalloc's and the kernel's.
+pub const UNITS: [&str; 9] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"];
+
+/// Human byte units: 0 -> "0 B", 1536 -> "1.5 KiB", 67108864 -> "64.0 MiB", negative values
+/// keep their sign. Text and charts both print bytes through this, so they agree.
+///
+/// Below 1 KiB the value is rounded to whole bytes; above, one decimal in the largest binary
+/// unit that keeps the number below 1024 after rounding. `NaN` gives `"NaN B"`, infinities
+/// `"inf B"` and `"-inf B"`.
+pub fn bytes(bytes: f64) -> String {
+    if bytes.is_nan() {
+        return "NaN B".to_owned();
+    }
+    let sign = if bytes < 0.0 { "-" } else { "" };
+    if bytes.is_infinite() {
+        return format!("{sign}inf B");
+    }
+    let abs = bytes.abs();
+    if abs < 1023.5 {
+        let whole = abs.round();
+        return if whole == 0.0 { "0 B".to_owned() } else { format!("{sign}{whole:.0} B") };
+    }
+    let mut value = abs / 1024.0;
+    let mut unit = 1;
+    // 1023.95 would print as "1024.0", so it moves up a unit.
+    while value >= 1023.95 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{sign}{} {}", number(value, 1), UNITS[unit])
 }
 
-/// `YYYY-MM-DD HH:MM UTC`.
+/// Bytes in MiB with one decimal, whatever the size: verdict summaries quote rates and floors in
+/// one unit so that two boots' summaries compare at a glance.
+pub fn mib(bytes: f64) -> String {
+    format!("{:.1} {}", bytes / (1024.0 * 1024.0), UNITS[2])
+}
+
+/// `value` with `decimals` decimals, or in exponent notation when it is so large (beyond
+/// the largest unit) that fixed notation would run to hundreds of digits.
+pub fn number(value: f64, decimals: usize) -> String {
+    if value.abs() >= 1e6 { format!("{value:.1e}") } else { format!("{value:.*}", decimals) }
+}
+
+/// `YYYY-MM-DD HH:MM UTC`, clamped to the journal's years 0000-9999.
 pub fn time(ms: i64) -> String {
-    let ts = dispatch_journal::Timestamp::from_unix_millis(ms).to_string();
-    format!("{} {} UTC", &ts[..10], &ts[11..16])
+    let civil = dispatch_journal::Timestamp::from_unix_millis(ms).civil();
+    format!("{} UTC", civil.date_minute())
 }
 
 /// `1 turn in flight`, `3 turns in flight`.
@@ -60,6 +99,29 @@ pub fn paint(s: &str, code: &str, on: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MIB: f64 = 1024.0 * 1024.0;
+
+    #[test]
+    fn bytes_uses_binary_units() {
+        assert_eq!(bytes(0.0), "0 B");
+        assert_eq!(bytes(1.0), "1 B");
+        assert_eq!(bytes(512.0), "512 B");
+        assert_eq!(bytes(1023.0), "1023 B");
+        assert_eq!(bytes(1024.0), "1.0 KiB");
+        assert_eq!(bytes(1536.0), "1.5 KiB");
+        assert_eq!(bytes(67_108_864.0), "64.0 MiB");
+        assert_eq!(bytes(1024.0 * 1024.0 - 1.0), "1.0 MiB"); // not "1024.0 KiB"
+        assert_eq!(bytes(3.25 * 1024.0 * MIB), "3.2 GiB");
+        assert_eq!(bytes(-1536.0), "-1.5 KiB");
+        assert_eq!(bytes(-67_108_864.0), "-64.0 MiB");
+        assert_eq!(bytes(-0.2), "0 B");
+        assert_eq!(bytes(f64::NAN), "NaN B");
+        assert_eq!(bytes(f64::NEG_INFINITY), "-inf B");
+        assert_eq!(bytes(f64::MAX), "1.5e284 YiB");
+        assert_eq!(mib(3.0 * 1024.0 * MIB), "3072.0 MiB");
+        assert_eq!(mib(-1.5 * MIB), "-1.5 MiB");
+    }
 
     #[test]
     fn formats() {

@@ -45,10 +45,26 @@ struct Cli {
     /// Never draw a progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// Print the man page (roff) to stdout and exit; for packagers.
+    #[arg(long, hide = true)]
+    print_man: bool,
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if cli.print_man {
+        use clap::CommandFactory as _;
+        let page = clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout().lock());
+        return match page {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("dispatch-collector: error: writing the man page: {err}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    match run(cli) {
         Ok(code) => code,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {

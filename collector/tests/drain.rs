@@ -555,3 +555,16 @@ fn var_dir_gives_the_default_journal_and_database_and_help_names_the_variables()
         assert!(help.contains(name), "--help names {name}:\n{help}");
     }
 }
+
+#[test]
+fn print_man_writes_a_roff_page_naming_the_flags() {
+    let out = bin().arg("--print-man").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let page = String::from_utf8(out.stdout).unwrap();
+    let title = page.lines().find(|l| !l.starts_with(".ie") && !l.starts_with(".el")).unwrap();
+    assert!(title.starts_with(".TH dispatch-collector 1"), "{page}");
+    for name in ["\\-\\-follow", "\\-\\-retention\\-days", "DISPATCH_TRACES_DB"] {
+        assert!(page.contains(name), "the page names {name}:\n{page}");
+    }
+    assert!(!page.contains("print\\-man"), "the flag itself is hidden");
+}

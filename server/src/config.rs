@@ -283,6 +283,9 @@ pub struct Config {
     #[arg(long, env = "DISPATCH_BENCH_SAMPLER_OFF", default_value_t = false, hide = true, action = ArgAction::Set,
           value_parser = BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
     pub bench_sampler_off: bool,
+    /// Print the man page (roff) to stdout and exit; for packagers.
+    #[arg(long, hide = true)]
+    pub print_man: bool,
 }
 
 impl Config {

@@ -56,7 +56,18 @@ fn main() -> std::process::ExitCode {
     // Flags and environment first: clap starts no thread, and the crash monitor needs the
     // journal and dump directories. (The monitor's child parses them again, identically: it
     // runs with the same arguments and environment.)
-    let settings = Config::parse().resolve();
+    let config = Config::parse();
+    if config.print_man {
+        use clap::CommandFactory as _;
+        return match clap_mangen::Man::new(Config::command()).render(&mut std::io::stdout()) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("dispatch-server: error: writing the man page: {err}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
+    let settings = config.resolve();
     // Crash capture before anything else, while this is the only thread. In the process the
     // service manager started, `start` never returns: it becomes the crash monitor, runs this
     // binary again as its child, forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 to it,

@@ -3,6 +3,10 @@
 //! Formatting and parsing are done here, by hand, because the journal crate takes no date
 //! library: the format is fixed (`2026-06-28T00:12:02.123Z`) and the civil-date arithmetic is
 //! twenty lines (Howard Hinnant's `days_from_civil` / `civil_from_days`).
+//!
+//! This is the workspace's one civil-date implementation: readers that show times to people
+//! (`dispatchctl`'s text and charts) split Unix milliseconds with [`Civil`] and lay the fields
+//! out themselves, rather than carrying a copy of the arithmetic.
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -49,30 +53,30 @@ impl Timestamp {
         Self::from_unix_millis(ms)
     }
 
+    /// The UTC calendar date and time of day.
+    pub fn civil(self) -> Civil {
+        Civil::from_unix_millis(self.0)
+    }
+
     /// Writes the RFC 3339 form into `out` (exactly [`FORMATTED_LEN`] bytes).
     pub fn write_rfc3339(self, out: &mut Vec<u8>) {
-        let ms = self.0;
-        let days = ms.div_euclid(86_400_000);
-        let in_day = ms.rem_euclid(86_400_000);
-        let (y, m, d) = civil_from_days(days);
-        let (hh, rest) = (in_day / 3_600_000, in_day % 3_600_000);
-        let (mm, rest) = (rest / 60_000, rest % 60_000);
-        let (ss, frac) = (rest / 1000, rest % 1000);
-        let y = y.clamp(0, 9999) as u32;
+        let c = self.civil();
+        // In range by construction (years 0000-9999); the clamp keeps the width fixed anyway.
+        let y = c.year.clamp(0, 9999) as u32;
         let mut b = [0u8; FORMATTED_LEN];
         put_digits(&mut b[0..4], y);
         b[4] = b'-';
-        put_digits(&mut b[5..7], m);
+        put_digits(&mut b[5..7], c.month);
         b[7] = b'-';
-        put_digits(&mut b[8..10], d);
+        put_digits(&mut b[8..10], c.day);
         b[10] = b'T';
-        put_digits(&mut b[11..13], hh as u32);
+        put_digits(&mut b[11..13], c.hour);
         b[13] = b':';
-        put_digits(&mut b[14..16], mm as u32);
+        put_digits(&mut b[14..16], c.minute);
         b[16] = b':';
-        put_digits(&mut b[17..19], ss as u32);
+        put_digits(&mut b[17..19], c.second);
         b[19] = b'.';
-        put_digits(&mut b[20..23], frac as u32);
+        put_digits(&mut b[20..23], c.millisecond);
         b[23] = b'Z';
         out.extend_from_slice(&b);
     }
@@ -179,6 +183,79 @@ impl fmt::Display for Timestamp {
         self.write_rfc3339(&mut v);
         // The formatter above writes ASCII only.
         f.write_str(std::str::from_utf8(&v).map_err(|_| fmt::Error)?)
+    }
+}
+
+/// A UTC calendar date (proleptic Gregorian) and time of day, split from Unix milliseconds.
+///
+/// Unlike [`Timestamp`], which the journal keeps within years 0000-9999, it takes any `i64`:
+/// a reader showing a bad or extreme value shows it as it is (year `-292275055`, say) rather
+/// than clamped. Its [`Display`](fmt::Display) is the human form to the second,
+/// `2026-06-28 00:12:02` (the year padded to four digits, signed and wider when it must be);
+/// other layouts are the caller's, from the fields.
+///
+/// ```
+/// use dispatch_journal::time::Civil;
+///
+/// let c = Civil::from_unix_millis(1_782_605_522_123);
+/// assert_eq!((c.year, c.month, c.day, c.hour, c.minute), (2026, 6, 28, 0, 12));
+/// assert_eq!(c.to_string(), "2026-06-28 00:12:02");
+/// assert_eq!(format!("{} UTC", c.date_minute()), "2026-06-28 00:12 UTC");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Civil {
+    /// Year; 0 is 1 BC, negative years are earlier still.
+    pub year: i64,
+    /// Month, 1-12.
+    pub month: u32,
+    /// Day of the month, 1-31.
+    pub day: u32,
+    /// Hour, 0-23.
+    pub hour: u32,
+    /// Minute, 0-59.
+    pub minute: u32,
+    /// Second, 0-59 (Unix time has no leap seconds).
+    pub second: u32,
+    /// Millisecond, 0-999.
+    pub millisecond: u32,
+}
+
+impl Civil {
+    /// Splits milliseconds since 1970-01-01T00:00:00Z; any `i64`, before 1970 included.
+    #[inline]
+    pub fn from_unix_millis(ms: i64) -> Self {
+        let (year, month, day) = civil_from_days(ms.div_euclid(86_400_000));
+        // In [0, 86_400_000): every part below fits a u32.
+        let in_day = ms.rem_euclid(86_400_000) as u32;
+        let (hour, rest) = (in_day / 3_600_000, in_day % 3_600_000);
+        let (minute, rest) = (rest / 60_000, rest % 60_000);
+        let (second, millisecond) = (rest / 1000, rest % 1000);
+        Civil { year, month, day, hour, minute, second, millisecond }
+    }
+
+    /// `(year, month, day)`, to compare calendar days.
+    pub fn date(&self) -> (i64, u32, u32) {
+        (self.year, self.month, self.day)
+    }
+
+    /// Displays as `YYYY-MM-DD HH:MM`, the minute a person reads in a summary line.
+    pub fn date_minute(&self) -> impl fmt::Display + '_ {
+        DateMinute(self)
+    }
+}
+
+impl fmt::Display for Civil {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{:02}", self.date_minute(), self.second)
+    }
+}
+
+struct DateMinute<'a>(&'a Civil);
+
+impl fmt::Display for DateMinute<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = self.0;
+        write!(f, "{:04}-{:02}-{:02} {:02}:{:02}", c.year, c.month, c.day, c.hour, c.minute)
     }
 }
 
@@ -308,6 +385,38 @@ mod tests {
             let err = Timestamp::parse_rfc3339(s).unwrap_err();
             assert!(err.to_string().contains(why), "{s}: {err}");
         }
+    }
+
+    #[test]
+    fn civil_splits_any_millisecond_and_formats_for_people() {
+        let c = Civil::from_unix_millis(1_782_605_522_123);
+        assert_eq!(
+            c,
+            Civil {
+                year: 2026,
+                month: 6,
+                day: 28,
+                hour: 0,
+                minute: 12,
+                second: 2,
+                millisecond: 123
+            }
+        );
+        assert_eq!(c.to_string(), "2026-06-28 00:12:02");
+        assert_eq!(c.date_minute().to_string(), "2026-06-28 00:12");
+        assert_eq!(Civil::from_unix_millis(0).to_string(), "1970-01-01 00:00:00");
+        assert_eq!(Civil::from_unix_millis(-1).to_string(), "1969-12-31 23:59:59");
+        assert_eq!(Civil::from_unix_millis(-1).millisecond, 999);
+        // 2024 is a leap year, 2100 is not.
+        assert_eq!(Civil::from_unix_millis(1_709_164_800_000).date(), (2024, 2, 29));
+        assert_eq!(Civil::from_unix_millis(4_107_542_400_000).date(), (2100, 3, 1));
+        // Outside the journal's 0000-9999 nothing is clamped, and nothing overflows.
+        assert_eq!(Civil::from_unix_millis(MIN_MILLIS - 1).to_string(), "-001-12-31 23:59:59");
+        assert_eq!(Civil::from_unix_millis(i64::MIN).to_string(), "-292275055-05-16 16:47:04");
+        assert_eq!(Civil::from_unix_millis(i64::MAX).to_string(), "292278994-08-17 07:12:55");
+        // The journal's own form agrees with the split, field for field.
+        let t = Timestamp::from_unix_millis(1_782_605_522_123);
+        assert_eq!(t.civil(), c);
     }
 
     #[test]
