@@ -286,13 +286,21 @@ impl Store {
         }
         // Create the file ourselves so it is 0600 from the first byte; SQLite gives the -wal
         // and -shm files the permissions of the database file.
+        // Never through a symlink: O_NOFOLLOW here, SQLITE_OPEN_NOFOLLOW for SQLite's own open.
         OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
             .map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
-        let conn = Connection::open(path)?;
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
+                | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW,
+        )?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -893,6 +901,17 @@ mod tests {
             name: "sh".into(),
             arguments: serde_json::json!({"command": "sleep 9"}),
         }
+    }
+
+    #[test]
+    fn a_symlinked_database_path_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let real = d.path().join("elsewhere.db");
+        std::fs::write(&real, b"").unwrap();
+        let link = d.path().join("dispatch.db");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert!(Store::open(&link).is_err(), "the store opened a database through a symlink");
+        assert!(Store::open(&d.path().join("real.db")).is_ok());
     }
 
     #[test]

@@ -92,7 +92,11 @@ impl BootJournal {
         let (mut file, name, mut seq) = match &self.segment {
             Some(name) => {
                 let path = self.dir.join(name.file_name());
-                let mut file = OpenOptions::new().read(true).append(true).open(&path)?;
+                let mut file = OpenOptions::new()
+                    .read(true)
+                    .append(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&path)?;
                 let (last_seq, torn) = last_seq(&mut file)?;
                 if torn {
                     file.write_all(b"\n")?;
@@ -138,7 +142,13 @@ impl BootJournal {
         file.write_all(&buf)?;
         file.sync_data()?;
         let keep = self.dir.join(name.keep_marker());
-        OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(keep)?;
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(keep)?;
         File::open(&self.dir)?.sync_all()?;
         Ok(self.dir.join(name.file_name()))
     }

@@ -528,6 +528,7 @@ impl Shared {
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .is_ok();
         if ok {
