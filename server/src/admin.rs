@@ -224,36 +224,12 @@ fn dump_heap_profile(
 
 /// Deletes the oldest `heap.*.prof` files of `dir` until they fit in `budget_bytes`; `keep`
 /// (the profile just written) is never deleted. Returns how many were deleted.
-fn enforce_heap_budget(dir: &std::path::Path, budget_bytes: u64, keep: &std::path::Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    let mut files: Vec<(std::time::SystemTime, u64, std::path::PathBuf)> = entries
-        .filter_map(Result::ok)
-        .filter(|e| {
-            let n = e.file_name();
-            let n = n.to_string_lossy();
-            n.starts_with("heap.") && n.ends_with(".prof")
-        })
-        .filter_map(|e| {
-            let m = e.metadata().ok().filter(std::fs::Metadata::is_file)?;
-            Some((m.modified().ok()?, m.len(), e.path()))
-        })
-        .collect();
-    files.sort();
-    let mut total: u64 = files.iter().map(|f| f.1).sum();
-    let mut deleted = 0;
-    for (_, len, path) in files {
-        if total <= budget_bytes {
-            break;
-        }
-        if path == keep {
-            continue;
-        }
-        if std::fs::remove_file(&path).is_ok() {
-            total = total.saturating_sub(len);
-            deleted += 1;
-        }
-    }
-    deleted
+fn enforce_heap_budget(dir: &std::path::Path, budget_bytes: u64, keep: &std::path::Path) -> u64 {
+    crate::tools::prune_oldest(dir, budget_bytes, keep, |p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("heap.") && n.ends_with(".prof"))
+    })
 }
 
 #[cfg(test)]

@@ -523,15 +523,23 @@ impl Drop for ProcessGroup {
 /// `keep` (the file just written). Returns how many were deleted. Errors (a file vanished, a
 /// directory unreadable) skip the file: pruning is best effort and never fails a tool call.
 pub fn prune_offloads(dir: &Path, budget: u64, keep: &Path) -> u64 {
+    prune_oldest(dir, budget, keep, |p| p.extension().is_some_and(|x| x == "log"))
+}
+
+/// Deletes the oldest regular files of `dir` that `counts` selects until the selected ones
+/// fit in `budget` bytes, never `keep`; other files are neither counted nor touched. Returns
+/// how many were deleted; a file that vanished or cannot be read is skipped (best effort).
+/// The tool-output offloads and the admin API's heap profiles keep their budgets with it.
+pub fn prune_oldest(dir: &Path, budget: u64, keep: &Path, counts: impl Fn(&Path) -> bool) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
         .filter_map(|e| {
             let e = e.ok()?;
             let path = e.path();
-            if path.extension().is_none_or(|x| x != "log") {
+            if !counts(&path) {
                 return None;
             }
-            let meta = e.metadata().ok()?;
+            let meta = e.metadata().ok().filter(std::fs::Metadata::is_file)?;
             Some((meta.modified().ok()?, meta.len(), path))
         })
         .collect();
