@@ -59,31 +59,39 @@ pub fn apply(
             }
         }
     }
-    loop {
-        let tx = conn.transaction()?;
-        let n = tx.execute(
-            "DELETE FROM rollup_hourly WHERE (boot_no, hour_ms) IN
-                (SELECT boot_no, hour_ms FROM rollup_hourly WHERE hour_ms + 3600000 <= ?1 LIMIT ?2)",
-            params![cutoff, chunk],
-        )?;
-        tx.commit()?;
-        deleted += n as u64;
-        if (n as i64) < chunk {
-            break;
-        }
-    }
-    loop {
-        let tx = conn.transaction()?;
-        let n = tx.execute(
-            "DELETE FROM ingest_errors WHERE error_id IN
-                (SELECT error_id FROM ingest_errors WHERE noticed_ts_ms < ?1 LIMIT ?2)",
-            params![cutoff, chunk],
-        )?;
-        tx.commit()?;
-        deleted += n as u64;
-        if (n as i64) < chunk {
-            break;
-        }
-    }
+    deleted += delete_in_chunks(
+        conn,
+        "DELETE FROM rollup_hourly WHERE (boot_no, hour_ms) IN
+            (SELECT boot_no, hour_ms FROM rollup_hourly WHERE hour_ms + 3600000 <= ?1 LIMIT ?2)",
+        cutoff,
+        chunk,
+    )?;
+    deleted += delete_in_chunks(
+        conn,
+        "DELETE FROM ingest_errors WHERE error_id IN
+            (SELECT error_id FROM ingest_errors WHERE noticed_ts_ms < ?1 LIMIT ?2)",
+        cutoff,
+        chunk,
+    )?;
     Ok(deleted)
+}
+
+/// Runs `sql` (a `DELETE ... LIMIT ?2` of rows older than `?1`) in transactions of at most
+/// `chunk` rows until a round deletes fewer. Returns rows deleted.
+fn delete_in_chunks(
+    conn: &mut Connection,
+    sql: &str,
+    cutoff: i64,
+    chunk: i64,
+) -> rusqlite::Result<u64> {
+    let mut deleted = 0u64;
+    loop {
+        let tx = conn.transaction()?;
+        let n = tx.execute(sql, params![cutoff, chunk])?;
+        tx.commit()?;
+        deleted += n as u64;
+        if (n as i64) < chunk {
+            return Ok(deleted);
+        }
+    }
 }
