@@ -16,6 +16,15 @@ use common::{ServerProcess, of_kind, read_journal, wait_for};
 
 const TOKEN: &str = "drill-token-0123456789";
 
+/// The finished minidumps (`*.dmp`) in `<var>/crashes`.
+fn dumps_in(var: &std::path::Path) -> Vec<PathBuf> {
+    std::fs::read_dir(var.join("crashes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "dmp"))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_segfault_leaves_a_minidump_crash_and_exit_records_and_a_sealed_turn() {
     let var = tempfile::tempdir().unwrap();
@@ -49,11 +58,7 @@ async fn a_segfault_leaves_a_minidump_crash_and_exit_records_and_a_sealed_turn()
     let _ = client.await;
 
     // The minidump: 0600, parses, SIGSEGV, a module list, the crashing thread in it.
-    let dumps: Vec<PathBuf> = std::fs::read_dir(var.path().join("crashes"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "dmp"))
-        .collect();
+    let dumps = dumps_in(var.path());
     assert_eq!(dumps.len(), 1, "{dumps:?}");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&dumps[0]).unwrap().permissions().mode() & 0o777, 0o600);
@@ -205,11 +210,7 @@ async fn each_crashing_fault_leaves_a_dump_with_its_signal() {
         assert_eq!(status, 202, "{fault}");
         let status = server.child.wait().unwrap();
         assert_eq!(status.signal(), Some(signo), "{fault}: {status:?}");
-        let dumps: Vec<PathBuf> = std::fs::read_dir(var.path().join("crashes"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "dmp"))
-            .collect();
+        let dumps = dumps_in(var.path());
         assert_eq!(dumps.len(), 1, "{fault}: {dumps:?}");
         let md = minidump::Minidump::read_path(&dumps[0]).unwrap();
         let exc: minidump::MinidumpException<'_> = md.get_stream().unwrap();
@@ -265,11 +266,7 @@ async fn a_dump_of_the_server_holds_no_secret_from_its_environment_or_command_li
     assert_eq!(status, 202);
     let status = server.child.wait().unwrap();
     assert_eq!(status.signal(), Some(libc::SIGSEGV));
-    let dumps: Vec<PathBuf> = std::fs::read_dir(var.path().join("crashes"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "dmp"))
-        .collect();
+    let dumps = dumps_in(var.path());
     assert_eq!(dumps.len(), 1, "{dumps:?}");
     let bytes = std::fs::read(&dumps[0]).unwrap();
     let has = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
