@@ -84,10 +84,25 @@ pub fn inject_segfault() -> ! {
 
 /// Unbounded recursion on this thread (a normal thread stack, with an alternate signal stack
 /// so the handler can run): SIGSEGV on the guard page.
-#[allow(unsafe_code)]
+///
+/// Written so that optimisation cannot remove it: the release build turned the previous drill's
+/// recursion into an endless loop (the server spun one core at 100% and never crashed).
 pub fn inject_stack_overflow() -> ! {
-    // SAFETY: not safe, on purpose: overflows this thread's stack (the drill).
-    unsafe { sadness_generator::raise_stack_overflow() }
+    let depth = overflow_stack(0);
+    unreachable!("the stack did not overflow after {depth} frames")
+}
+
+/// Each frame keeps a 4 KiB buffer alive across the recursive call and reads it after the call
+/// returns, both through `black_box`: the call is not a tail call and no frame can be elided,
+/// so every level costs real stack until the guard page faults.
+#[inline(never)]
+#[allow(unconditional_recursion)] // the point of the drill
+fn overflow_stack(depth: u64) -> u64 {
+    let mut frame = [0u8; 4096];
+    frame[(depth % 4096) as usize] = depth as u8;
+    let frame = std::hint::black_box(frame);
+    let below = overflow_stack(std::hint::black_box(depth + 1));
+    below.wrapping_add(u64::from(std::hint::black_box(&frame)[(depth % 4096) as usize]))
 }
 
 /// A read past the end of a file mapping: SIGBUS. (sadness-generator creates its scratch file
