@@ -3,19 +3,10 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::process::Command;
+mod common;
 
 fn run(args: &[&str]) -> String {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dispatchctl"));
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("DISPATCH_") {
-            cmd.env_remove(k);
-        }
-    }
-    let out = cmd.args(args).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.stderr.is_empty(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
+    common::stdout_of(common::dispatchctl_command(), args)
 }
 
 const SUBCOMMANDS: [&str; 5] = ["mem", "journal", "heap", "completions", "man"];
@@ -94,7 +85,7 @@ fn man_out_into_a_file_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, "x").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_dispatchctl"))
+    let out = common::dispatchctl_command()
         .args(["man", "--out", file.to_str().unwrap()])
         .output()
         .unwrap();

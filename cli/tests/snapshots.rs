@@ -4,19 +4,12 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::process::Command;
+mod common;
 
 fn run(args: &[&str]) -> String {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dispatchctl"));
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("DISPATCH_") {
-            cmd.env_remove(k);
-        }
-    }
-    let out = cmd.env("NO_COLOR", "1").env("COLUMNS", "100").args(args).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.stderr.is_empty(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
+    let mut cmd = common::dispatchctl_command();
+    cmd.env("NO_COLOR", "1").env("COLUMNS", "100");
+    common::stdout_of(cmd, args)
 }
 
 fn journal(scenario: &str) -> tempfile::TempDir {

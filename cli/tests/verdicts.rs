@@ -4,17 +4,13 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn dispatchctl(args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dispatchctl"));
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("DISPATCH_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env_remove("NO_COLOR").args(args).output().unwrap()
+    common::dispatchctl_command().env_remove("NO_COLOR").args(args).output().unwrap()
 }
 
 fn synth(dir: &Path, scenario: &str, seed: u64) {
@@ -193,7 +189,7 @@ fn a_closed_pipe_is_not_an_error() {
     let d = tempfile::tempdir().unwrap();
     let j = d.path().join("journal");
     synth(&j, "flat", 1);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dispatchctl"))
+    let mut child = common::dispatchctl_command()
         .args(["--journal", j.to_str().unwrap(), "mem", "--since", "all", "--json"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
