@@ -21,7 +21,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use dispatch_journal::Record;
@@ -42,11 +42,7 @@ fn authorize(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<(), Api
     let Some(token) = &state.settings.admin_token else {
         return Err(ApiError::NoRoute(uri.path().to_owned()));
     };
-    let presented = headers.get(AUTHORIZATION).map(|v| v.as_bytes()).and_then(|v| {
-        let (scheme, rest) = v.split_at_checked(7)?;
-        scheme.eq_ignore_ascii_case(b"bearer ").then_some(rest)
-    });
-    match presented {
+    match crate::auth::bearer_token(headers) {
         Some(p) if token.matches(p) => Ok(()),
         _ => Err(ApiError::Unauthorized),
     }

@@ -81,17 +81,22 @@ pub async fn check_host_and_origin(
     next.run(request).await
 }
 
+/// The token of an `Authorization: Bearer <token>` header (the scheme in any case), as sent.
+/// Shared by the API token check and the admin API's.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&[u8]> {
+    headers.get(AUTHORIZATION).map(|v| v.as_bytes()).and_then(|v| {
+        let (scheme, rest) = v.split_at_checked(7)?;
+        scheme.eq_ignore_ascii_case(b"bearer ").then_some(rest)
+    })
+}
+
 /// `/v1`: `Authorization: Bearer <token>` with the API token, checked before the body is read.
 pub async fn require_token(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Response {
-    let presented = request.headers().get(AUTHORIZATION).map(|v| v.as_bytes()).and_then(|v| {
-        let (scheme, rest) = v.split_at_checked(7)?;
-        scheme.eq_ignore_ascii_case(b"bearer ").then_some(rest)
-    });
-    match presented {
+    match bearer_token(request.headers()) {
         Some(token) if state.api_token.matches(token) => next.run(request).await,
         _ => ApiError::Unauthorized.into_response(),
     }

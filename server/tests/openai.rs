@@ -6,37 +6,19 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
-use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
-use common::{Http, end, of_kind, read_journal, tokens};
+use common::{Http, data, end, of_kind, read_journal, sse, tokens};
 use dispatch_server::config::ProviderKind;
 use dispatch_server::{Activity, AppState, Settings, app};
 use dispatch_telemetry::journal::JournalBuilder;
 use serde_json::{Value, json};
 
 type Seen = Arc<Mutex<Vec<(Option<String>, Value)>>>;
-
-fn sse(chunks: Vec<String>) -> axum::response::Response {
-    // Deliberately split each event in two chunks so the client must reassemble lines.
-    let mut parts: Vec<Result<String, Infallible>> = Vec::new();
-    for c in chunks {
-        let (a, b) = c.split_at(c.len() / 2);
-        parts.push(Ok(a.to_owned()));
-        parts.push(Ok(b.to_owned()));
-    }
-    ([("content-type", "text/event-stream")], Body::from_stream(futures_util::stream::iter(parts)))
-        .into_response()
-}
-
-fn data(v: Value) -> String {
-    format!("data: {v}\n\n")
-}
 
 async fn completions(
     axum::extract::State(seen): axum::extract::State<Seen>,

@@ -14,7 +14,6 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -23,11 +22,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
-use common::{DEADLINE, ServerProcess, SseEvent, end, of_kind, read_journal, tokens};
+use common::{DEADLINE, ServerProcess, SseEvent, data, end, of_kind, read_journal, sse, tokens};
 use dispatch_server::provider::openai::MAX_ERROR_BODY_BYTES;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -112,22 +110,6 @@ impl axum::serve::Listener for TlsListener {
 struct Upstream {
     authorizations: Arc<Mutex<Vec<Option<String>>>>,
     failed_handshakes: Arc<AtomicUsize>,
-}
-
-fn sse(events: Vec<String>) -> axum::response::Response {
-    // Each event in two chunks, so the client reassembles lines across TLS records.
-    let mut parts: Vec<Result<String, Infallible>> = Vec::new();
-    for e in events {
-        let (a, b) = e.split_at(e.len() / 2);
-        parts.push(Ok(a.to_owned()));
-        parts.push(Ok(b.to_owned()));
-    }
-    ([("content-type", "text/event-stream")], Body::from_stream(futures_util::stream::iter(parts)))
-        .into_response()
-}
-
-fn data(v: Value) -> String {
-    format!("data: {v}\n\n")
 }
 
 async fn completions(

@@ -347,3 +347,25 @@ pub fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
+
+/// A fake OpenAI-compatible upstream's SSE answer: each event sent in two chunks, so the
+/// client must reassemble lines across reads (and TLS records).
+pub fn sse(events: Vec<String>) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let mut parts: Vec<Result<String, std::convert::Infallible>> = Vec::new();
+    for e in events {
+        let (a, b) = e.split_at(e.len() / 2);
+        parts.push(Ok(a.to_owned()));
+        parts.push(Ok(b.to_owned()));
+    }
+    (
+        [("content-type", "text/event-stream")],
+        axum::body::Body::from_stream(futures_util::stream::iter(parts)),
+    )
+        .into_response()
+}
+
+/// One SSE `data:` event carrying `v`.
+pub fn data(v: Value) -> String {
+    format!("data: {v}\n\n")
+}
