@@ -78,9 +78,9 @@ pub(super) fn parse_events(text: &str) -> CgroupEvents {
 /// (`max`) or unreadable; `None` without a cgroup v2 memory controller or when both are absent.
 pub fn memory_limits() -> Option<Limits> {
     let dir = cgroup_dir()?;
-    let read = |name: &str| {
-        std::fs::read_to_string(dir.join(name)).ok().and_then(|s| s.trim().parse::<u64>().ok())
-    };
+    let mut buf = [0u8; 64];
+    let mut read =
+        |name: &str| File::open(dir.join(name)).ok().and_then(|f| read_u64(&f, &mut buf));
     let limits = Limits { memory_high: read("memory.high"), memory_max: read("memory.max") };
     (limits != Limits::default()).then_some(limits)
 }
