@@ -275,9 +275,10 @@ fn analyze_boot(conn: &Connection, boot: &query::Boot, since: Since) -> Result<R
         {
             analysis.verdict = analysis::Verdict::WorkingSet;
             analysis.summary = format!(
-                "no leak: hourly peaks follow turns in flight (r = {:.2}) over a flat floor of {}",
+                "no leak: hourly peaks follow turns in flight (r = {:.2}) over a flat floor of {}; {}",
                 r.unwrap_or(0.0),
-                bytes(analysis.floor_end_bytes.unwrap_or(0.0))
+                bytes(analysis.floor_end_bytes.unwrap_or(0.0)),
+                analysis::hidden(&analysis)
             );
             analysis.next_step = analysis::next_step(&analysis);
         }
@@ -382,6 +383,19 @@ fn render(r: &Report, args: &MemArgs, out: &mut dyn Write, color: bool) -> std::
                 None => "load-adjusted".into(),
             }
         )?;
+    }
+    match (a.detection_limit_bytes_per_hour, a.detection_window_needed_ms) {
+        (Some(limit), Some(need)) => writeln!(
+            out,
+            "  detection limit      {}/h  (a slower leak can hide in this window; {}/h needs about {} of samples)",
+            bytes(limit),
+            bytes(a.detection_target_bytes_per_hour.unwrap_or(0.0)),
+            crate::output::duration_ms(need)
+        )?,
+        _ => writeln!(
+            out,
+            "  detection limit      none  (too few floors to test a trend: a leak of any size can hide)"
+        )?,
     }
     if let Some(w) = a.bytes_per_turn_in_flight {
         writeln!(
