@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Tells on-call whether memory growth is a leak or the working set, and which conversations
 /// hold it, from the Dispatch traces database.
 ///
-/// Exit status: 0 done; 1 done, but bad input was skipped (listed on stderr); 2 failed.
+/// Exit status: 0 done; 1 done, but bad input was skipped (listed on stderr); 2 failed;
+/// 3 `mem --check` found a LEAK.
 #[derive(Debug, Parser)]
 #[command(name = "dispatchctl", version, about, long_about = None)]
 #[deny(missing_docs)]
@@ -147,6 +148,10 @@ pub struct MemArgs {
     /// Width of the terminal chart, characters (0: no chart).
     #[arg(long, default_value_t = 72)]
     pub chart_width: usize,
+    /// Exit 3 when a boot's verdict is LEAK (a gate for CI soak runs); the report is printed
+    /// as usual.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// A window length.

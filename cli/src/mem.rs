@@ -104,7 +104,14 @@ pub fn run(cli: &Cli, args: &MemArgs, out: &mut dyn Write, color: bool) -> Resul
             std::fs::write(p, chart::html(&data, &r.to_json())).map_err(Error::io(p, "writing"))?;
         }
     }
-    Ok(if settings.skipped_input { Outcome::SkippedInput } else { Outcome::Clean })
+    let leak = reports.iter().any(|r| r.analysis.verdict == analysis::Verdict::Leak);
+    Ok(if args.check && leak {
+        Outcome::LeakFound
+    } else if settings.skipped_input {
+        Outcome::SkippedInput
+    } else {
+        Outcome::Clean
+    })
 }
 
 /// The verdicts on `out`: one JSON document, or each report as text.

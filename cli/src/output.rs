@@ -11,14 +11,17 @@ pub enum Outcome {
     Clean,
     /// Done, but bad input was skipped (each skip reported on stderr).
     SkippedInput,
+    /// `mem --check` found a LEAK (a CI soak gate fails on it).
+    LeakFound,
 }
 
 impl Outcome {
-    /// 0 or 1.
+    /// 0, 1, or 3 (2 is a failed command, see [`crate::error`]).
     pub fn exit_code(self) -> u8 {
         match self {
             Outcome::Clean => 0,
             Outcome::SkippedInput => 1,
+            Outcome::LeakFound => 3,
         }
     }
 }

@@ -274,3 +274,24 @@ fn every_no_leak_verdict_says_what_it_could_have_missed() {
         assert!(v["detection_window_needed_ms"].as_i64().unwrap() > 0, "{scenario}");
     }
 }
+
+#[test]
+fn mem_check_exits_3_on_a_leak_and_0_otherwise() {
+    for (scenario, code) in [("leak", 3), ("bursty", 0)] {
+        let d = tempfile::tempdir().unwrap();
+        let j = d.path().join("journal");
+        synth(&j, scenario, 1);
+        let out =
+            dispatchctl(&["--journal", j.to_str().unwrap(), "mem", "--since", "all", "--check"]);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{scenario}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("verdict:"),
+            "{scenario}: the report is still printed"
+        );
+    }
+}
