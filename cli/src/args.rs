@@ -137,8 +137,10 @@ pub struct MemArgs {
     #[arg(long, default_value = "latest")]
     pub boot: String,
     /// Window ending at the newest sample (not the wall clock): 90s, 30m, 6h, 2d, or `all`.
-    #[arg(long, default_value = "6h", value_parser = parse_since)]
-    pub since: Since,
+    /// Default: the whole boot, with the last 6 hours' verdict beside it when the boot is
+    /// longer.
+    #[arg(long, value_parser = parse_since)]
+    pub since: Option<Since>,
     /// Also write an HTML report with charts to FILE.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,

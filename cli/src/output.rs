@@ -96,7 +96,11 @@ pub fn time(ms: i64) -> String {
 pub fn duration_ms(ms: i64) -> String {
     let s = ms.max(0) as f64 / 1000.0;
     let scaled = |v: f64, unit: &str| {
-        if v < 9.95 { format!("{} {unit}", number(v, 1)) } else { format!("{v:.0} {unit}") }
+        if v < 9.95 && (v - v.round()).abs() >= 0.05 {
+            format!("{} {unit}", number(v, 1))
+        } else {
+            format!("{v:.0} {unit}")
+        }
     };
     if s < 120.0 {
         format!("{s:.0} s")
@@ -129,6 +133,7 @@ mod tests {
         assert_eq!(duration_ms(20 * 60_000), "20 min");
         assert_eq!(duration_ms(150 * 60_000), "2.5 h");
         assert_eq!(duration_ms(36 * 3_600_000), "36 h");
+        assert_eq!(duration_ms(6 * 3_600_000), "6 h");
         assert_eq!(duration_ms(108 * 3_600_000), "4.5 days");
         assert_eq!(duration_ms(30 * 86_400_000), "30 days");
         assert_eq!(duration_ms(-5), "0 s");

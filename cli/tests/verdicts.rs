@@ -295,3 +295,43 @@ fn mem_check_exits_3_on_a_leak_and_0_otherwise() {
         );
     }
 }
+
+/// `dispatchctl --journal DIR mem --json` with the default window (the whole boot).
+fn mem_default(dir: &Path) -> serde_json::Value {
+    let out = dispatchctl(&["--journal", dir.to_str().unwrap(), "mem", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_default_window_finds_a_slow_leak_and_clears_its_twin() {
+    for seed in 1..=5 {
+        let d = tempfile::tempdir().unwrap();
+        let (leaky, twin) = (d.path().join("leaky"), d.path().join("twin"));
+        synth(&leaky, "leak", seed);
+        let out = dispatchctl(&[
+            "journal",
+            "synth",
+            "--scenario",
+            "leak",
+            "--leak-mib-per-hour",
+            "0",
+            "--seed",
+            &seed.to_string(),
+            "--out",
+            twin.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v = mem_default(&leaky);
+        assert_eq!(v["verdict"], "LEAK", "seed {seed}: {}", v["summary"]);
+        // The whole 24 h boot, with the last 6 hours beside it.
+        assert!(v["to_ms"].as_i64().unwrap() - v["from_ms"].as_i64().unwrap() > 23 * 3_600_000);
+        assert_eq!(v["recent"]["window_ms"], 6 * 3_600_000, "seed {seed}");
+        assert!(v["recent"]["verdict"].is_string(), "seed {seed}");
+        let w = mem_default(&twin);
+        let verdict = w["verdict"].as_str().unwrap();
+        assert!(verdict == "WORKING-SET" || verdict == "FLAT", "seed {seed}: {}", w["summary"]);
+        let limit = w["detection_limit_bytes_per_hour"].as_f64().unwrap() / (1024.0 * 1024.0);
+        assert!(limit <= 8.0, "seed {seed}: an 8 MiB/h leak would hide below {limit} MiB/h");
+    }
+}
