@@ -193,6 +193,13 @@ pub fn parse_since(s: &str) -> Result<Since, String> {
 pub enum JournalCommand {
     /// Write a synthetic journal with a known verdict (one scenario per verdict).
     Synth(SynthArgs),
+    /// Check a journal directory's files per boot: seq gaps, duplicates, torn and corrupt
+    /// lines, dropped records, unknown kinds, boots with no memory samples. Exit 1 when
+    /// anything was found.
+    Audit {
+        /// The journal directory (default: `--journal`, else `<var dir>/journal`).
+        dir: Option<PathBuf>,
+    },
 }
 
 /// `dispatchctl journal synth`.

@@ -11,6 +11,7 @@
 
 pub mod analysis;
 pub mod args;
+pub mod audit;
 pub mod chart;
 pub mod error;
 pub mod heap;

@@ -44,6 +44,13 @@ fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             }
             Ok(Outcome::Clean)
         }
+        Command::Journal(JournalCommand::Audit { dir }) => {
+            let dir = dir
+                .clone()
+                .or_else(|| cli.journal.clone())
+                .unwrap_or_else(|| cli.var_dir.join("journal"));
+            Ok(dispatch_cli::audit::run(&dir, cli.json, out)?)
+        }
         Command::Journal(JournalCommand::Synth(args)) => {
             let mut opts = synth::SynthOptions::new(args.scenario);
             opts.hours = args.hours;

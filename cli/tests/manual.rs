@@ -65,6 +65,7 @@ fn man_out_writes_a_page_per_command() {
             "dispatchctl-heap-start.1",
             "dispatchctl-heap-stop.1",
             "dispatchctl-heap.1",
+            "dispatchctl-journal-audit.1",
             "dispatchctl-journal-synth.1",
             "dispatchctl-journal.1",
             "dispatchctl-man.1",
