@@ -75,6 +75,13 @@ pub enum Command {
     /// jemalloc heap profiles of a running server: start, dump, diff.
     #[command(subcommand)]
     Heap(HeapCommand),
+    /// Check a running install: telemetry, crash capture, limits, file modes, disk, collector
+    /// lag, symbols. pass/warn/fail, each with its fix; exit 0 all pass, 1 warnings, 2 failures.
+    Doctor {
+        /// The server's address (its `/health` needs no token).
+        #[arg(long, env = "DISPATCH_ADDR", default_value = "127.0.0.1:24991")]
+        addr: String,
+    },
     /// Print a shell completion script to stdout (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell to complete for.

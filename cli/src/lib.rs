@@ -13,6 +13,7 @@ pub mod analysis;
 pub mod args;
 pub mod audit;
 pub mod chart;
+pub mod doctor;
 pub mod error;
 pub mod heap;
 pub mod manual;

@@ -30,6 +30,10 @@ fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     match &cli.command {
         Command::Mem(args) => Ok(mem::run(cli, args, out, color)?),
         Command::Heap(cmd) => run_heap(cli, cmd, out),
+        Command::Doctor { addr } => {
+            let worst = dispatch_cli::doctor::run(addr, &cli.var_dir, cli.json, out)?;
+            Ok(if worst == 0 { Outcome::Clean } else { Outcome::Checks(worst) })
+        }
         Command::Completions { shell } => {
             manual::completions(*shell, out)?;
             Ok(Outcome::Clean)

@@ -13,15 +13,18 @@ pub enum Outcome {
     SkippedInput,
     /// `mem --check` found a LEAK (a CI soak gate fails on it).
     LeakFound,
+    /// `doctor` found warnings (1) or failures (2): the report says which, with fixes.
+    Checks(u8),
 }
 
 impl Outcome {
-    /// 0, 1, or 3 (2 is a failed command, see [`crate::error`]).
+    /// 0, 1, 3, or doctor's worst level (2 is otherwise a failed command, see [`crate::error`]).
     pub fn exit_code(self) -> u8 {
         match self {
             Outcome::Clean => 0,
             Outcome::SkippedInput => 1,
             Outcome::LeakFound => 3,
+            Outcome::Checks(worst) => worst,
         }
     }
 }

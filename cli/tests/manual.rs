@@ -60,6 +60,7 @@ fn man_out_writes_a_page_per_command() {
         names,
         [
             "dispatchctl-completions.1",
+            "dispatchctl-doctor.1",
             "dispatchctl-heap-diff.1",
             "dispatchctl-heap-dump.1",
             "dispatchctl-heap-start.1",

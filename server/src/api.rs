@@ -312,6 +312,12 @@ async fn cancel_turn(
     }
 }
 
+/// The executable's build-id, read once (`/health` may be polled every second).
+fn own_build_id() -> Option<&'static str> {
+    static ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    ID.get_or_init(dispatch_telemetry::build_id::current_build_id).as_deref()
+}
+
 async fn health(State(state): State<AppState>) -> Response {
     let journal_ok = state.journal.is_healthy();
     let (sampler_alive, samples) = match &state.sampler {
@@ -341,9 +347,18 @@ async fn health(State(state): State<AppState>) -> Response {
         "ok": ok,
         "version": env!("CARGO_PKG_VERSION"),
         "boot": state.journal.boot(),
+        "pid": std::process::id(),
         "uptime_ms": state.started.elapsed().as_millis() as u64,
         "journal": { "healthy": journal_ok, "dir": state.journal.dir().display().to_string() },
-        "sampler": { "alive": sampler_alive, "enabled": state.sampler.is_some(), "samples": samples },
+        "traces_db": state.settings.traces_db.display().to_string(),
+        "crash_dir": state.settings.crash_dir.display().to_string(),
+        "build_id": own_build_id(),
+        "sampler": {
+            "alive": sampler_alive,
+            "enabled": state.sampler.is_some(),
+            "samples": samples,
+            "interval_ms": state.settings.sample_interval.as_millis() as u64,
+        },
         "turns_in_flight": state.activity.limiter.in_flight(),
         "queue_depth": state.activity.limiter.queued(),
         "shutting_down": state.activity.is_shutting_down(),

@@ -140,23 +140,10 @@ impl PipelineFigures {
                 .ok()
                 .map(|n| n as f64)
         };
-        let committed: std::collections::HashMap<String, i64> = conn
-            .prepare("SELECT file_name, max(offset_bytes) FROM segments GROUP BY file_name")
-            .and_then(|mut st| {
-                st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
-                    .collect::<Result<_, _>>()
-            })
-            .unwrap_or_default();
-        let lag = std::fs::read_dir(journal_dir).ok().map(|dir| {
-            dir.filter_map(|e| e.ok())
-                .filter_map(|e| {
-                    let name = e.file_name().into_string().ok()?;
-                    dispatch_journal::SegmentName::parse(&name)?;
-                    let size = e.metadata().ok()?.len() as i64;
-                    Some((size - committed.get(&name).copied().unwrap_or(0)).max(0) as f64)
-                })
-                .sum::<f64>()
-        });
+        let lag = dispatch_collector::status::lag_bytes(&conn, journal_dir)
+            .ok()
+            .flatten()
+            .map(|b| b as f64);
         PipelineFigures {
             crashes: count("crashes"),
             panics: count("panics"),
