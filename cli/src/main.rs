@@ -30,6 +30,7 @@ fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     match &cli.command {
         Command::Mem(args) => Ok(mem::run(cli, args, out, color)?),
         Command::Heap(cmd) => run_heap(cli, cmd, out),
+        Command::Postmortem(args) => Ok(dispatch_cli::postmortem::run(cli, args, out)?),
         Command::Completions { shell } => {
             manual::completions(*shell, out)?;
             Ok(Outcome::Clean)
