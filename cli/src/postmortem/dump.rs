@@ -61,7 +61,7 @@ pub fn analyze_dump(
         Ok(Err(e)) => return Err(malformed(process_error(&dump, &e))),
         Err(_) => return Err(malformed("the stack walker failed on this dump".into())),
     };
-    if let Some(soft) = &state.soft_errors {
+    if let Some(soft) = state.soft_errors.as_ref().filter(|v| !is_empty(v)) {
         warnings.push(soft_errors(soft));
     }
     let outcomes = outcomes.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -195,6 +195,16 @@ fn stream_name(kind: u32) -> Option<&'static str> {
 /// The reader's error with what it means for this file.
 fn reader_error(e: &minidump::Error) -> String {
     format!("{e} ({})", e.name())
+}
+
+/// An empty soft-error stream (`[]`, `{}`, `null`): the writer had nothing to report.
+fn is_empty(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Array(a) => a.is_empty(),
+        serde_json::Value::Object(m) => m.is_empty(),
+        serde_json::Value::Null => true,
+        _ => false,
+    }
 }
 
 /// The dump writer's own error stream (minidump-writer's `soft errors`), as the names of the

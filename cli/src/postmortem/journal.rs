@@ -382,13 +382,16 @@ pub fn select_boot(
         return Err(PostmortemError::NoAbnormalBoot { db: db.into() });
     };
     let chosen = format!(
-        "latest: boot {} is the newest of {} boot{} that ended abnormally ({reason}; {} boots in the database)",
+        "latest: boot {} is the newest of {} that ended abnormally ({reason}; {} in the database)",
         boot.boot,
-        abnormal.len(),
-        if abnormal.len() == 1 { "" } else { "s" },
-        boots.len()
+        plural(abnormal.len(), "boot"),
+        plural(boots.len(), "boot"),
     );
     Ok(((*boot).clone(), Some(chosen)))
+}
+
+fn plural(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
 
 fn exit_record(e: &query::Exit) -> ExitRecord {

@@ -474,6 +474,7 @@ h2{font-size:1.1rem;margin:1.5rem 0 .4rem;border-bottom:1px solid #ddd}\
 table{border-collapse:collapse;font-size:.85rem;margin:.3rem 0}\
 th,td{border:1px solid #ccc;padding:.2rem .45rem;text-align:left;vertical-align:top}\
 th{background:#f3f3f3}td{font-family:ui-monospace,monospace;word-break:break-word}\
+td:first-child{white-space:nowrap}\
 li{margin:.15rem 0}svg{max-width:100%;height:auto}footer{margin-top:2rem;color:#777;font-size:.8rem}";
 
 /// A standalone HTML page: no scripts, no network, everything escaped.
