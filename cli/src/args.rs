@@ -72,6 +72,8 @@ pub enum Command {
     /// Journal tools.
     #[command(subcommand)]
     Journal(JournalCommand),
+    /// Why a boot died: its minidump walked and symbolicated, joined with its journal.
+    Postmortem(PostmortemArgs),
     /// jemalloc heap profiles of a running server: start, dump, diff.
     #[command(subcommand)]
     Heap(HeapCommand),
@@ -161,6 +163,42 @@ pub struct MemArgs {
     /// as usual.
     #[arg(long)]
     pub check: bool,
+}
+
+/// `dispatchctl postmortem`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct PostmortemArgs {
+    /// Which boot: `latest` (the newest boot that ended abnormally) or a boot id (a unique
+    /// prefix is enough). Default: latest; with --dump, the boot whose crash record names that
+    /// dump, if the database has one.
+    #[arg(value_name = "BOOT")]
+    pub boot: Option<String>,
+    /// The minidump to walk (default: the one the boot's crash record names, or the same file
+    /// name under <var dir>/crashes/).
+    #[arg(long, value_name = "FILE")]
+    pub dump: Option<PathBuf>,
+    /// A Breakpad symbol store (`<debug file>/<debug id>/<name>.sym`); repeatable, searched in
+    /// order before <var dir>/symbols. Symbols are used only when their id matches the module's.
+    #[arg(long = "symbols", value_name = "DIR")]
+    pub symbols: Vec<PathBuf>,
+    /// Report format: md (Markdown, for a ticket), html (a standalone page), json.
+    #[arg(long, value_enum, default_value_t = PostmortemFormat::Md)]
+    pub format: PostmortemFormat,
+    /// Write the report to FILE (mode 0600) instead of stdout.
+    #[arg(short = 'o', long = "out", value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// `dispatchctl postmortem --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PostmortemFormat {
+    /// Markdown.
+    Md,
+    /// Standalone HTML.
+    Html,
+    /// JSON (docs/CLI.md).
+    Json,
 }
 
 /// A window length.

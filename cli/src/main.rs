@@ -34,6 +34,7 @@ fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             let worst = dispatch_cli::doctor::run(addr, &cli.var_dir, cli.json, out)?;
             Ok(if worst == 0 { Outcome::Clean } else { Outcome::Checks(worst) })
         }
+        Command::Postmortem(args) => Ok(dispatch_cli::postmortem::run(cli, args, out)?),
         Command::Completions { shell } => {
             manual::completions(*shell, out)?;
             Ok(Outcome::Clean)

@@ -353,7 +353,8 @@ fn to_point(s: &query::Sample) -> SamplePoint {
     }
 }
 
-fn chart_data(r: &Report) -> ChartData {
+/// The chart of one report (also drawn by `dispatchctl postmortem`).
+pub fn chart_data(r: &Report) -> ChartData {
     ChartData {
         title: format!(
             "{} boot {}: {}",

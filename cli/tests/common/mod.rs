@@ -6,6 +6,8 @@
 
 use std::process::{Command, Output};
 
+pub mod chromium;
+
 /// `dispatchctl` with the test's `DISPATCH_*` variables removed; the caller adds the rest.
 pub fn dispatchctl_command() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dispatchctl"));
