@@ -3,6 +3,8 @@
 //! server and its crash monitor write them (`process.start`, samples, then `panic`, `crash`
 //! and `exit`, or `process.stop` and a clean `exit`).
 
+#![allow(dead_code)] // each test binary uses what it needs
+
 use std::path::Path;
 
 use dispatch_journal::record::{
