@@ -7,9 +7,11 @@
 //! - [`history`]: which boots ended abnormally, grouping, crash-loop detection.
 //! - [`signature`]: Socorro-style signatures of a crashing thread's frames.
 //! - [`dump`]: where a dump is now, the seam to the stack walker, the signature of an end.
+//! - [`cache`]: stack signatures already computed, per dump and symbol store state.
 //! - [`render`]: the table for people and the JSON document.
 //! - [`sentry`]: DSN, multipart upload, and the record of what was sent.
 
+pub mod cache;
 pub mod dump;
 pub mod history;
 pub mod render;
@@ -95,16 +97,38 @@ pub fn report(
             Some(dump::locate(recorded, &paths.crash_dir))
         })
         .collect();
+    let on_disk: Vec<&Path> = dumps.iter().flatten().filter_map(|d| d.path.as_deref()).collect();
+    let mut cache = cache::Cache::load(&paths.crash_dir);
+    // Only stat the symbol store when there is a dump to walk.
+    let stamp =
+        if on_disk.is_empty() { String::new() } else { cache::symbols_stamp(&paths.symbols) };
     let signatures: Vec<(String, &'static str)> = history
         .ends
         .iter()
         .zip(&dumps)
         .map(|(e, d)| {
-            let frames =
-                d.as_ref().and_then(|d| d.path.as_deref()).and_then(|p| walk(p, &paths.symbols));
-            dump::sign(e, frames.as_deref())
+            let Some(path) = d.as_ref().and_then(|d| d.path.as_deref()) else {
+                return dump::sign(e, None);
+            };
+            let key = cache::Key::of(path, &stamp);
+            if let Some(sig) = key.as_ref().and_then(|k| cache.get(k)) {
+                return (sig.to_owned(), dump::source::STACK);
+            }
+            let signed = dump::sign(e, walk(path, &paths.symbols).as_deref());
+            if let (Some(k), dump::source::STACK) = (key, signed.1) {
+                cache.put(k, signed.0.clone());
+            }
+            signed
         })
         .collect();
+    let mut keep: Vec<String> = std::fs::read_dir(&paths.crash_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    keep.extend(on_disk.iter().filter_map(|p| Some(p.file_name()?.to_string_lossy().into_owned())));
+    cache.save(&keep);
     let groups = history::groups(&history.ends, &signatures);
     let loops = match &selected {
         Some(id) => loops_all.into_iter().filter(|l| l.boots.contains(id)).collect(),
@@ -191,4 +215,109 @@ pub(crate) fn ends_with(
         .zip(&report.dumps)
         .zip(&report.signatures)
         .map(|((e, d), s)| (e, d.as_ref(), s))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use dispatch_collector::query;
+
+    use super::signature::Trust;
+    use super::*;
+
+    fn rows(dump: &Path) -> Rows {
+        let boot = |n: i64, t: i64| query::Boot {
+            boot: format!("{n:08x}-0000-4000-8000-000000000000"),
+            boot_no: n,
+            service: Some("dispatch".into()),
+            first_ts_ms: Some(t),
+            last_ts_ms: Some(t + 1000),
+            records: 3,
+            last_seq: Some(2),
+            pid: None,
+            version: Some("0.1.0".into()),
+            build_id: None,
+            host: None,
+            started_ts_ms: Some(t),
+            stopped_ts_ms: None,
+            stop_reason: None,
+        };
+        let b1 = boot(1, 1000);
+        Rows {
+            exits: vec![query::Exit {
+                ts_ms: 2000,
+                boot: b1.boot.clone(),
+                exited_boot: b1.boot.clone(),
+                status: None,
+                signal: Some("SIGSEGV".into()),
+                core_dumped: Some(true),
+                oom_killed: Some(false),
+                uptime_ms: Some(1000),
+                pid: None,
+            }],
+            crashes: vec![query::Crash {
+                ts_ms: 1999,
+                boot: b1.boot.clone(),
+                signal: Some("SIGSEGV".into()),
+                signo: Some(11),
+                fault_address: None,
+                thread_name: None,
+                minidump: Some(dump.display().to_string()),
+                dump_error: None,
+                build_id: None,
+                uptime_ms: Some(1000),
+                last_sample_json: None,
+                active_conversations_json: None,
+            }],
+            boots: vec![b1, boot(2, 5000)],
+            panics: vec![],
+        }
+    }
+
+    #[test]
+    fn a_dump_is_walked_once_and_its_signature_cached() {
+        let d = tempfile::tempdir().unwrap();
+        let crash_dir = d.path().join("crashes");
+        std::fs::create_dir(&crash_dir).unwrap();
+        let dump = crash_dir.join("b.dmp");
+        std::fs::write(&dump, b"MDMP").unwrap();
+        let paths = Paths { crash_dir: crash_dir.clone(), symbols: d.path().join("symbols") };
+        let walks = Cell::new(0);
+        let walker = |_: &Path, _: &Path| {
+            walks.set(walks.get() + 1);
+            Some(vec![Frame::named(
+                "dispatch_server::faults::null_write::h0011223344556677",
+                Trust::Context,
+            )])
+        };
+        let rows = rows(&dump);
+        for _ in 0..2 {
+            let r = report(&rows, &paths, None, &walker).unwrap();
+            assert_eq!(
+                r.signatures,
+                [("dispatch_server::faults::null_write".to_string(), "stack")]
+            );
+        }
+        assert_eq!(walks.get(), 1, "the second run used the cache");
+        // A walker that finds nothing is never cached: with no cache, it is asked each time.
+        std::fs::remove_file(crash_dir.join(cache::CACHE_NAME)).unwrap();
+        let nothing = |_: &Path, _: &Path| {
+            walks.set(walks.get() + 1);
+            None
+        };
+        for _ in 0..2 {
+            let r = report(&rows, &paths, None, &nothing).unwrap();
+            assert_eq!(r.signatures[0].1, "signal");
+        }
+        assert_eq!(walks.get(), 3);
+        assert!(!crash_dir.join(cache::CACHE_NAME).exists());
+        // --boot: the boot by prefix; an unknown or ambiguous prefix is an error.
+        let r = report(&rows, &paths, Some("00000001"), &nothing).unwrap();
+        assert_eq!(r.history.ends.len(), 1);
+        let e = report(&rows, &paths, Some("ff"), &nothing).unwrap_err();
+        assert_eq!(e.code(), "mem_boot_unknown");
+        let e = report(&rows, &paths, Some("0000000"), &nothing).unwrap_err();
+        assert_eq!(e.code(), "mem_boot_ambiguous");
+    }
 }

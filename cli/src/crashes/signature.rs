@@ -99,6 +99,38 @@ impl Frame {
     }
 }
 
+/// The crashing thread's frames from a document in rust-minidump's JSON schema (what
+/// `minidump-stackwalk --json` prints, and what post-mortem JSON follows where they overlap):
+/// `crashing_thread.frames[]`, each frame's `inlines[]` (innermost first) expanded before it
+/// with its trust. `None` when the document has no crashing thread.
+pub fn frames_from_stackwalk_json(doc: &serde_json::Value) -> Option<Vec<Frame>> {
+    let frames = doc.get("crashing_thread")?.get("frames")?.as_array()?;
+    let hex = |v: Option<&serde_json::Value>| {
+        let s = v?.as_str()?;
+        u64::from_str_radix(s.strip_prefix("0x").unwrap_or(s), 16).ok()
+    };
+    let mut out = Vec::with_capacity(frames.len());
+    for f in frames {
+        let trust = Trust::from_name(f.get("trust").and_then(|t| t.as_str()).unwrap_or("none"));
+        let module = f.get("module").and_then(|m| m.as_str()).map(str::to_owned);
+        for inline in f.get("inlines").and_then(|i| i.as_array()).into_iter().flatten() {
+            out.push(Frame {
+                function: inline.get("function").and_then(|n| n.as_str()).map(str::to_owned),
+                module: module.clone(),
+                module_offset: None,
+                trust,
+            });
+        }
+        out.push(Frame {
+            function: f.get("function").and_then(|n| n.as_str()).map(str::to_owned),
+            module,
+            module_offset: hex(f.get("module_offset")),
+            trust,
+        });
+    }
+    Some(out)
+}
+
 /// Frames looked at, from the top (Socorro's `MAXIMUM_FRAMES_TO_CONSIDER`).
 pub const MAX_FRAMES: usize = 40;
 /// Longest signature, characters; a longer one is cut and ends with `...`.
