@@ -119,7 +119,7 @@ pub fn text(report: &Report, db: &Path, out: &mut dyn Write, color: bool) -> io:
             )?;
         }
     }
-    if report.selected.is_none() {
+    if report.selected.is_none() && (!h.ends.is_empty() || h.open_boot.is_some()) {
         writeln!(out)?;
         writeln!(
             out,
@@ -133,7 +133,10 @@ pub fn text(report: &Report, db: &Path, out: &mut dyn Write, color: bool) -> io:
         if let Some(b) = &h.open_boot {
             writeln!(
                 out,
-                "note: the newest boot {} has no end record: still running, or it ended without one",
+                "note: the newest boot {} has no end record: still running, or it ended without one \
+                 (the crash monitor appends `crash` and `exit` to the journal after the server is \
+                 gone, so they reach the traces database at the next start: read the journal \
+                 with --journal to see them now)",
                 short(b)
             )?;
         }

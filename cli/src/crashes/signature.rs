@@ -176,6 +176,9 @@ const IRRELEVANT: &[&str] = &[
     "*as core::ops::function::FnOnce<T>>::call_once*",
     "core::ptr::write*",
     "core::ptr::read*",
+    // DWARF names inlined frames without their path: `write_volatile<u64>`.
+    "write_volatile*",
+    "read_volatile*",
     "core::intrinsics::*",
     "core::hint::*",
     // The crash handler's own frames, when the dump was taken from inside the process.
@@ -648,6 +651,33 @@ mod tests {
             unnamed("libdyld.dylib", 0x15f3c, Trust::Scan),
         ];
         assert_eq!(from_frames(&frames).unwrap(), "sadness_generator::raise_segfault");
+    }
+
+    #[test]
+    fn a_real_server_segfault_is_signed_by_the_faulting_function() {
+        // The crashing thread of a release dispatch-server killed by `POST /admin/fault/segfault`
+        // under its crash monitor, as `minidump-stackwalk --json --use-local-debuginfo` walked
+        // it (its inlined frames carry DWARF's unqualified names).
+        let frames = vec![
+            Frame::named("write_volatile<u64>", Trust::Context),
+            Frame::named("write_volatile<u64>", Trust::Context),
+            Frame::named("dispatch_server::faults::inject_segfault", Trust::Context),
+            f("dispatch_server::admin::fault::{{closure}}::{{closure}}"),
+            f("std::sys::backtrace::__rust_begin_short_backtrace"),
+            f("std::thread::lifecycle::spawn_unchecked::{{closure}}::{{closure}}"),
+            f(
+                "do_call<core::panic::unwind_safe::AssertUnwindSafe<std::thread::lifecycle::spawn_unchecked::{closure#1}::{closure_env#0}<dispatch_server::admin::fault::{async_fn#0}::{closure_env#8}, !>>, !>",
+            ),
+            f(
+                "<core::panic::unwind_safe::AssertUnwindSafe<F> as core::ops::function::FnOnce<()>>::call_once",
+            ),
+            f("core::ops::function::FnOnce::call_once{{vtable.shim}}"),
+            f("<std::sys::thread::unix::Thread>::new::thread_start"),
+            f("set_alt_signal_stack_and_start"),
+            Frame { module: Some("libc.so.6".into()), ..f("start_thread") },
+            Frame { module: Some("libc.so.6".into()), ..f("_clone3") },
+        ];
+        assert_eq!(from_frames(&frames).unwrap(), "dispatch_server::faults::inject_segfault");
     }
 
     #[test]

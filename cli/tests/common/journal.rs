@@ -4,6 +4,7 @@
 //! and `exit`, or `process.stop` and a clean `exit`).
 
 #![allow(dead_code)] // each test binary uses what it needs
+#![allow(clippy::unwrap_used)] // test and bench code: a failed unwrap is a failed run
 
 use std::path::Path;
 
