@@ -74,6 +74,9 @@ pub enum Command {
     /// jemalloc heap profiles of a running server: start, dump, diff.
     #[command(subcommand)]
     Heap(HeapCommand),
+    /// The build-id symbol store: add binaries, list builds, fetch from debuginfod.
+    #[command(subcommand)]
+    Symbols(crate::symbols::command::SymbolsCommand),
     /// Print a shell completion script to stdout (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell to complete for.

@@ -3,6 +3,8 @@
 //! - `dispatchctl mem`: is memory growth a leak or the working set of active conversations,
 //!   and which conversations hold it ([`analysis`]).
 //! - `dispatchctl heap start|dump|diff`: jemalloc heap profiles of a running server ([`heap`]).
+//! - `dispatchctl symbols add|list|fetch`: the build-id symbol store post-mortems read, and
+//!   debuginfod as its fleet-scale source ([`symbols`]).
 //! - `dispatchctl journal synth`: synthetic journals with a known verdict ([`synth`]).
 //! - `dispatchctl completions SHELL`, `dispatchctl man [--out DIR]`: shell completions and man
 //!   pages from the clap definitions ([`manual`]).
@@ -18,6 +20,7 @@ pub mod manual;
 pub mod mem;
 pub mod output;
 pub mod stats;
+pub mod symbols;
 /// Synthetic journals with a known verdict (`journal synth`): the `dispatch-synth` crate's scenarios.
 pub use dispatch_synth::scenario as synth;
 

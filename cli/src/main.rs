@@ -9,7 +9,7 @@ use clap::Parser as _;
 use dispatch_cli::args::{Cli, Command, HeapCommand, JournalCommand};
 use dispatch_cli::output::bytes;
 use dispatch_cli::output::{Outcome, use_color};
-use dispatch_cli::{heap, manual, mem, synth};
+use dispatch_cli::{heap, manual, mem, symbols, synth};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -30,6 +30,7 @@ fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     match &cli.command {
         Command::Mem(args) => Ok(mem::run(cli, args, out, color)?),
         Command::Heap(cmd) => run_heap(cli, cmd, out),
+        Command::Symbols(cmd) => Ok(symbols::command::run(&cli.var_dir, cli.json, cmd, out)?),
         Command::Completions { shell } => {
             manual::completions(*shell, out)?;
             Ok(Outcome::Clean)
