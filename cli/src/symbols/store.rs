@@ -191,7 +191,11 @@ impl Store {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(listing),
             Err(e) => {
-                return Err(SymbolsError::Io { path: self.dir.clone(), what: "reading", source: e });
+                return Err(SymbolsError::Io {
+                    path: self.dir.clone(),
+                    what: "reading",
+                    source: e,
+                });
             }
         };
         for name in names {
@@ -367,15 +371,19 @@ impl Store {
         check_name(&name)?;
         let mut raws = Vec::new();
         let mut sources = Vec::new();
+        let both = executable.is_some() && debuginfo.is_some();
         for (downloaded, artifact) in
             [(executable, Artifact::Executable), (debuginfo, Artifact::Debuginfo)]
         {
             let Some((mut raw, temp, dl)) = downloaded else { continue };
             let module_dir = layout::module_dir(&self.dir, &name, &raw.facts.debug_id);
             make_dirs(&module_dir)?;
-            // The unstripped binary from /debuginfo is the binary; a separate debug file
-            // keeps its own name, so both can sit side by side.
-            let dest = if artifact == Artifact::Debuginfo && raw.facts.is_debug_file {
+            // An unstripped binary from /debuginfo alone is the binary; a separate debug file
+            // (or /debuginfo beside /executable) keeps its own name, so both can sit side by
+            // side and merge.
+            let is_debug = artifact == Artifact::Debuginfo
+                && (both || raw.facts.is_debug_file || !raw.facts.has_unwind_info);
+            let dest = if is_debug {
                 layout::debug_file_path(&self.dir, &name, &raw.facts.debug_id)
             } else {
                 layout::binary_path(&self.dir, &name, &raw.facts.debug_id)
