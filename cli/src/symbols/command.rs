@@ -25,6 +25,8 @@ pub enum SymbolsCommand {
 /// Which store.
 #[derive(Debug, Args)]
 #[deny(missing_docs)]
+// The field docs are clap's `--help` text, where `<var dir>` reads as a placeholder, not HTML.
+#[allow(rustdoc::invalid_html_tags)]
 pub struct StoreArgs {
     /// The symbol store [default: <var dir>/symbols].
     #[arg(long, env = "DISPATCH_SYMBOL_STORE", value_name = "DIR")]

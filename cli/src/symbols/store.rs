@@ -228,8 +228,8 @@ impl Store {
     /// `MODULE` line carries that id; else a cached binary or debug file in that id's
     /// directory whose build-id matches, converted now; else, when `remote` has servers and
     /// `ids.code_id` is known, the file fetched from debuginfod by build-id, checked, cached
-    /// and converted. Anything else is [`Lookup::Missing`] saying why ("no symbols for
-    /// <debug id>", what was refused, what the servers said): never another build's file.
+    /// and converted. Anything else is [`Lookup::Missing`] saying why (`no symbols for
+    /// <debug id>`, what was refused, what the servers said): never another build's file.
     ///
     /// # Errors
     /// Only failures of the store itself: a file that cannot be read or written. A server
