@@ -181,3 +181,91 @@ fn inner_lookup_of_the_server() {
     // Found again without the server: the cached copy serves.
     assert_eq!(store.lookup(&ids, &Debuginfod::none()).unwrap(), Lookup::Found(sym));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minidump_stackwalk_names_a_crash_of_this_build_from_the_store() {
+    // End to end with the reference reader: the server registers itself, crashes on the
+    // segfault drill, its dump's module ids find the copy (converted by a lookup), and
+    // rust-minidump's `minidump-stackwalk --symbols-path <store>` names the crashing frames.
+    use dispatch_cli::symbols::{Debuginfod, Lookup, ModuleIds, Store};
+    use minidump::Module as _;
+    use std::os::unix::process::ExitStatusExt;
+    const TOKEN: &str = "drill-token-0123456789";
+    let stackwalk = debuginfod::tools(&["minidump-stackwalk"]).remove(0);
+    let tmp = tempfile::tempdir().unwrap();
+    let var = tmp.path().join("var");
+    std::fs::create_dir_all(&var).unwrap();
+    let store_dir = tmp.path().join("store");
+    let mut server = ServerProcess::start_with_env(
+        &var,
+        &["--admin-token", TOKEN],
+        &[("DISPATCH_SYMBOL_STORE", store_dir.to_str().unwrap())],
+    );
+    let record = stored_record(&var);
+    assert_eq!(record["outcome"], "copied", "{record}");
+    let auth = format!("Bearer {TOKEN}");
+    let (status, _) = server
+        .client()
+        .raw("POST", "/admin/fault/segfault", &[("authorization", &auth)], Vec::new())
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(server.child.wait().unwrap().signal(), Some(libc::SIGSEGV));
+    let dump = std::fs::read_dir(var.join("crashes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "dmp"))
+        .expect("the monitor wrote a minidump");
+
+    // The dump's own ids for the executable are the ones the server stored itself under.
+    let md = minidump::Minidump::read_path(&dump).unwrap();
+    let modules: minidump::MinidumpModuleList = md.get_stream().unwrap();
+    let main = modules
+        .iter()
+        .find(|m| m.code_file().ends_with("/dispatch-server"))
+        .expect("the executable is a module of the dump");
+    let ids = ModuleIds {
+        code_file: main.code_file().into_owned(),
+        debug_id: main.debug_identifier().unwrap().breakpad().to_string(),
+        code_id: main.code_identifier().map(|c| c.as_str().to_owned()),
+    };
+    assert_eq!(record["debug_id"], ids.debug_id.as_str(), "the server's id rule = minidump's");
+    assert_eq!(ids.code_id.as_deref(), record["build_id"].as_str());
+    let store = Store::open(&store_dir).unwrap();
+    let sym = match store.lookup(&ids, &Debuginfod::none()).unwrap() {
+        Lookup::Found(p) => p,
+        missing => panic!("{missing:?}"),
+    };
+    assert!(sym.starts_with(&store_dir));
+
+    let out = std::process::Command::new(&stackwalk)
+        .arg("--json")
+        .arg("--symbols-path")
+        .arg(&store_dir)
+        .arg(&dump)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let module = report["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["filename"] == "dispatch-server")
+        .expect("the executable in the report");
+    assert_eq!(module["debug_id"], ids.debug_id.as_str(), "{module}");
+    assert_eq!(module["loaded_symbols"], true, "{module}");
+    assert_eq!(module["missing_symbols"], false, "{module}");
+    let frames = report["crashing_thread"]["frames"].as_array().unwrap();
+    let drill = frames
+        .iter()
+        .take(4)
+        .find(|f| f["function"] == "dispatch_server::faults::inject_segfault")
+        .unwrap_or_else(|| {
+            panic!(
+                "the drill among the first frames: {:#}",
+                serde_json::json!(frames[..4.min(frames.len())])
+            )
+        });
+    assert!(drill["file"].as_str().unwrap().ends_with("server/src/faults.rs"), "{drill}");
+    assert!((74..=82).contains(&drill["line"].as_u64().unwrap()), "{drill}");
+}
