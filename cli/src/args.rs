@@ -90,6 +90,9 @@ pub enum Command {
         #[arg(long, env = "DISPATCH_ADDR", default_value = "127.0.0.1:24991")]
         addr: String,
     },
+    /// The build-id symbol store: add binaries, list builds, fetch from debuginfod.
+    #[command(subcommand)]
+    Symbols(crate::symbols::command::SymbolsCommand),
     /// Print a shell completion script to stdout (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell to complete for.

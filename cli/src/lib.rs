@@ -7,6 +7,8 @@
 //! - `dispatchctl heap start|dump|diff`: jemalloc heap profiles of a running server ([`heap`]).
 //! - `dispatchctl postmortem`: why a boot died, from its minidump and its journal
 //!   ([`postmortem`]).
+//! - `dispatchctl symbols add|list|fetch`: the build-id symbol store post-mortems read, and
+//!   debuginfod as its fleet-scale source ([`symbols`]).
 //! - `dispatchctl journal synth`: synthetic journals with a known verdict ([`synth`]).
 //! - `dispatchctl completions SHELL`, `dispatchctl man [--out DIR]`: shell completions and man
 //!   pages from the clap definitions ([`manual`]).
@@ -26,6 +28,7 @@ pub mod mem;
 pub mod output;
 pub mod postmortem;
 pub mod stats;
+pub mod symbols;
 /// Synthetic journals with a known verdict (`journal synth`): the `dispatch-synth` crate's scenarios.
 pub use dispatch_synth::scenario as synth;
 

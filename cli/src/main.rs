@@ -9,7 +9,7 @@ use clap::Parser as _;
 use dispatch_cli::args::{Cli, Command, HeapCommand, JournalCommand};
 use dispatch_cli::output::bytes;
 use dispatch_cli::output::{Outcome, use_color};
-use dispatch_cli::{crashes, heap, manual, mem, synth};
+use dispatch_cli::{crashes, heap, manual, mem, symbols, synth};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -36,6 +36,7 @@ fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
             Ok(if worst == 0 { Outcome::Clean } else { Outcome::Checks(worst) })
         }
         Command::Postmortem(args) => Ok(dispatch_cli::postmortem::run(cli, args, out)?),
+        Command::Symbols(cmd) => Ok(symbols::command::run(&cli.var_dir, cli.json, cmd, out)?),
         Command::Completions { shell } => {
             manual::completions(*shell, out)?;
             Ok(Outcome::Clean)

@@ -9,7 +9,8 @@ fn run(args: &[&str]) -> String {
     common::stdout_of(common::dispatchctl_command(), args)
 }
 
-const SUBCOMMANDS: [&str; 6] = ["mem", "crashes", "journal", "heap", "completions", "man"];
+const SUBCOMMANDS: [&str; 9] =
+    ["mem", "crashes", "postmortem", "doctor", "journal", "heap", "symbols", "completions", "man"];
 
 #[test]
 fn bash_completions_name_every_subcommand() {
@@ -74,6 +75,10 @@ fn man_out_writes_a_page_per_command() {
             "dispatchctl-man.1",
             "dispatchctl-mem.1",
             "dispatchctl-postmortem.1",
+            "dispatchctl-symbols-add.1",
+            "dispatchctl-symbols-fetch.1",
+            "dispatchctl-symbols-list.1",
+            "dispatchctl-symbols.1",
             "dispatchctl.1",
         ]
     );

@@ -140,6 +140,11 @@ pub struct Config {
     /// Directory for minidumps written by the crash monitor [default: <var dir>/crashes].
     #[arg(long, env = "DISPATCH_CRASH_DIR")]
     pub crash_dir: Option<PathBuf>,
+    /// Symbol store (Breakpad layout): at start the server copies its own executable to
+    /// `<store>/<name>/<DEBUG ID>/<name>` (0600) on a background thread, for post-mortems
+    /// (`dispatchctl symbols`). Unset: off.
+    #[arg(long, env = "DISPATCH_SYMBOL_STORE")]
+    pub symbol_store: Option<PathBuf>,
     /// Byte budget of the crash dump directory; the oldest dumps are deleted first.
     #[arg(long, env = "DISPATCH_CRASH_BUDGET_BYTES", default_value_t = DEFAULT_CRASH_BUDGET_BYTES)]
     pub crash_budget_bytes: u64,
@@ -305,6 +310,7 @@ impl Config {
             collector_enabled: !self.no_collector,
             crash_dir: self.crash_dir.unwrap_or_else(|| var.crash_dir()),
             crash_budget_bytes: self.crash_budget_bytes,
+            symbol_store: self.symbol_store.filter(|p| !p.as_os_str().is_empty()),
             crash_monitor: self.crash_monitor && !self.no_crash_monitor,
             admin_token: self.admin_token.filter(|t| !t.is_empty()).map(AdminToken),
             api_token: self.api_token.filter(|t| !t.is_empty()).map(Secret),
@@ -377,6 +383,8 @@ pub struct Settings {
     pub crash_dir: PathBuf,
     /// Byte budget of the minidump directory.
     pub crash_budget_bytes: u64,
+    /// The symbol store the server copies its executable into at start; `None`: off.
+    pub symbol_store: Option<PathBuf>,
     /// Whether to run under the crash monitor.
     pub crash_monitor: bool,
     /// Admin API token; `None`: the admin API is off (its routes answer 404).

@@ -39,6 +39,7 @@ pub mod provider;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod symbols;
 pub mod sys;
 pub mod telemetry;
 pub mod token;

@@ -119,6 +119,11 @@ fn run(settings: Settings, supervised: Supervised) -> anyhow::Result<()> {
         .open()
         .with_context(|| format!("opening the journal in {}", settings.journal_dir.display()))?;
     journal.emit(Record::ProcessStart(telemetry::process_start(&settings, &crash_monitor)));
+    // This build's executable into the symbol store, off the start path: a background copy
+    // whose outcome is a `symbols.stored` record (and a warning when it fails).
+    if let Some(store) = &settings.symbol_store {
+        dispatch_server::symbols::start(store.clone(), journal.clone());
+    }
     // A fatal panic (on the main thread) also gets a minidump: the hook asks the monitor.
     // The hook keeps `supervised` (and with it the crash handler) for the process's life.
     let supervised = Arc::new(supervised);

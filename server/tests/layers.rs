@@ -18,6 +18,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("faults", 1),
     ("activity", 1),
     ("collector", 1),
+    ("symbols", 1),
     ("provider", 2),
     ("error", 2),
     ("telemetry", 2),

@@ -19,6 +19,11 @@ pub const SERVICE: &str = "DISPATCH_SERVICE";
 /// Traces database path (`<var dir>/traces.db`).
 pub const TRACES_DB: &str = "DISPATCH_TRACES_DB";
 
+/// The symbol store (`<store>/<name>/<DEBUG ID>/...`, Breakpad's layout): the server copies its
+/// own executable there at start when it is set (unset: off); `dispatchctl symbols` defaults to
+/// `<var dir>/symbols`.
+pub const SYMBOL_STORE: &str = "DISPATCH_SYMBOL_STORE";
+
 /// Every variable above, for the documentation test.
 pub const ALL: &[&str] = &[
     VAR_DIR,
@@ -29,4 +34,5 @@ pub const ALL: &[&str] = &[
     SAMPLE_INTERVAL_MS,
     SERVICE,
     TRACES_DB,
+    SYMBOL_STORE,
 ];

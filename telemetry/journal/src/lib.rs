@@ -4,7 +4,9 @@
 //!
 //! `dispatch-journal` owns the journal's wire format and nothing else: record types,
 //! [`SCHEMA_VERSION`], [`encode`]/[`decode_line`], segment naming ([`segment`]) and the
-//! `DISPATCH_*` variable names writers and readers share ([`env`](mod@env)). It does no I/O beyond
+//! `DISPATCH_*` variable names writers and readers share ([`env`](mod@env)), and the symbol
+//! store's layout and debug ids ([`symbols`]), which the server writes and `dispatchctl`
+//! reads. It does no I/O beyond
 //! `Read`/`Write`, has no async code and links no native library, so readers (the collector,
 //! `dispatchctl`) never link the writer.
 //!
@@ -39,6 +41,7 @@ pub mod env;
 pub mod paths;
 pub mod record;
 pub mod segment;
+pub mod symbols;
 pub mod time;
 
 pub use codec::{

@@ -412,6 +412,27 @@ opt! {
     }
 }
 
+opt! {
+    /// `symbols.stored`: what became of the server's copy of its own executable in the symbol
+    /// store (`DISPATCH_SYMBOL_STORE`), written once per boot by a background thread.
+    pub struct SymbolsStored {
+        /// The copy: `<store>/<name>/<DEBUG ID>/<name>`.
+        path: String,
+        /// GNU build-id of the running executable, lowercase hex.
+        build_id: String,
+        /// Its Breakpad debug id ([`crate::symbols::debug_id_from_build_id`]).
+        debug_id: String,
+        /// `copied`, `present` (this build was already stored) or `failed`.
+        outcome: String,
+        /// Size of the executable.
+        bytes: u64,
+        /// Time the copy took, milliseconds.
+        duration_ms: u64,
+        /// Why it failed (`outcome: failed`).
+        error: String,
+    }
+}
+
 /// `journal.dropped`: lines dropped because the writer's queue was full.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JournalDropped {
@@ -536,6 +557,8 @@ kinds! {
     Pressure(Pressure) = "pressure", critical = true;
     /// `heap.profile`
     HeapProfile(HeapProfile) = "heap.profile", critical = false;
+    /// `symbols.stored`
+    SymbolsStored(SymbolsStored) = "symbols.stored", critical = false;
 }
 
 impl Record {
