@@ -9,7 +9,7 @@ fn run(args: &[&str]) -> String {
     common::stdout_of(common::dispatchctl_command(), args)
 }
 
-const SUBCOMMANDS: [&str; 5] = ["mem", "journal", "heap", "completions", "man"];
+const SUBCOMMANDS: [&str; 6] = ["mem", "postmortem", "journal", "heap", "completions", "man"];
 
 #[test]
 fn bash_completions_name_every_subcommand() {
@@ -69,6 +69,7 @@ fn man_out_writes_a_page_per_command() {
             "dispatchctl-journal.1",
             "dispatchctl-man.1",
             "dispatchctl-mem.1",
+            "dispatchctl-postmortem.1",
             "dispatchctl.1",
         ]
     );
