@@ -15,7 +15,12 @@
 //!    floors, Mann-Kendall z > 2.58 (99%), growth over the span > max(32 MiB, 5% of the starting
 //!    floor), and at least 8 buckets. First-versus-last comparisons of RSS are reported only to
 //!    show how misleading they are (the incident's "2.5 GB/h leak").
-//! 4. A rising floor that the application's own state explains (`state_bytes`, or
+//! 4. Every verdict knows what it could have missed: the detection limit is the smallest floor
+//!    growth rate the trend test would have found (95% of the time) given the floors' noise and
+//!    their number, and never below the growth threshold spread over the window. A window whose
+//!    limit is above the useful limit (max(32 MiB, 5% of the floor) per hour), or with too few
+//!    floors for a trend, cannot rule out a leak: INSUFFICIENT-DATA, never WORKING-SET or FLAT.
+//! 5. A rising floor that the application's own state explains (`state_bytes`, or
 //!    `conversations_loaded`) is STATE-GROWTH; RSS rising while jemalloc's `resident` floor
 //!    stays flat is NON-HEAP; a large `resident - allocated` gap at idle with flat `allocated`
 //!    is ALLOCATOR-RETENTION; memory that follows turns in flight and returns to its floor is
@@ -26,7 +31,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::output;
-use crate::stats::{confidence, mann_kendall_z, median, ols, pearson, theil_sen};
+use crate::stats::{confidence, detectable_slope, mann_kendall_z, median, ols, pearson, theil_sen};
 
 /// One memory sample, each figure from its own source (`None` when not read).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -273,6 +278,17 @@ pub struct Analysis {
     pub floor_end_bytes: Option<f64>,
     /// Load-adjusted growth of the floor.
     pub growth: Option<Trend>,
+    /// The smallest floor growth this window would have shown, bytes per hour: a leak slower
+    /// than this can hide in it. `None` when there are too few floors to test a trend at all.
+    pub detection_limit_bytes_per_hour: Option<f64>,
+    /// The limit that makes "nothing leaks" a useful answer, bytes per hour
+    /// (max(`min_growth_bytes`, `min_growth_fraction` of the floor) per hour).
+    pub useful_limit_bytes_per_hour: Option<f64>,
+    /// How long a window would show a leak of [`Analysis::detection_target_bytes_per_hour`]:
+    /// the useful limit when this window's limit is above it, else a quarter of the limit. ms.
+    pub detection_window_needed_ms: Option<i64>,
+    /// The growth rate [`Analysis::detection_window_needed_ms`] is for, bytes per hour.
+    pub detection_target_bytes_per_hour: Option<f64>,
     /// Bytes one turn in flight holds (the working set per turn), from the fit.
     pub bytes_per_turn_in_flight: Option<f64>,
     /// Correlation of the heap figure with turns in flight.
@@ -335,6 +351,10 @@ pub fn analyze(
         floor_start_bytes: None,
         floor_end_bytes: None,
         growth: None,
+        detection_limit_bytes_per_hour: None,
+        useful_limit_bytes_per_hour: None,
+        detection_window_needed_ms: None,
+        detection_target_bytes_per_hour: None,
         bytes_per_turn_in_flight: None,
         load_correlation: None,
         naive_rss_bytes_per_hour: None,
@@ -483,6 +503,21 @@ pub fn analyze(
     let floor_series: Vec<(f64, f64)> =
         trend_buckets.iter().map(|b| (hours(b), b.floor_bytes)).collect();
     a.growth = trend_of(&floor_series);
+    let floor_ref = a.floor_start_bytes.unwrap_or(0.0).abs();
+    let threshold = opts.min_growth_bytes.max(opts.min_growth_fraction * floor_ref);
+    let useful = threshold; // per hour
+    a.useful_limit_bytes_per_hour = Some(useful);
+    if trend_buckets.len() >= opts.min_buckets && span_h > 0.0 {
+        let slope = a.growth.as_ref().map_or(0.0, |g| g.bytes_per_hour);
+        let noise = detectable_slope(&floor_series, slope, opts.trend_z, POWER_Z).unwrap_or(0.0);
+        let limit = noise.max(threshold / span_h);
+        a.detection_limit_bytes_per_hour = Some(limit);
+        let target = if limit > useful { useful } else { limit / 4.0 };
+        a.detection_target_bytes_per_hour = Some(target);
+        // The limit falls at least as 1/span (the threshold part exactly, the noise part
+        // faster while buckets keep their width): the estimate errs long.
+        a.detection_window_needed_ms = Some((span_ms as f64 * limit / target).ceil() as i64);
+    }
     let rss_series: Vec<(f64, f64)> =
         buckets.iter().filter_map(|b| b.rss_floor_bytes.map(|v| (hours(b), v))).collect();
     let res_series: Vec<(f64, f64)> =
@@ -517,8 +552,6 @@ pub fn analyze(
     a.turns = rank_turns(turns, a.from_ms, a.to_ms);
 
     // The verdict.
-    let start = a.floor_start_bytes.unwrap_or(0.0);
-    let threshold = opts.min_growth_bytes.max(opts.min_growth_fraction * start.abs());
     let is_trend = |t: &Option<Trend>| {
         t.as_ref().is_some_and(|t| t.mann_kendall_z > opts.trend_z && t.growth_bytes > threshold)
     };
@@ -555,6 +588,11 @@ pub fn analyze(
     } else {
         Verdict::Flat
     };
+    let cannot_rule_out = a.detection_limit_bytes_per_hour.is_none_or(|l| l > useful);
+    if matches!(a.verdict, Verdict::WorkingSet | Verdict::Flat) && cannot_rule_out {
+        a.notes.push(format!("would be {} if the window could rule out a leak", a.verdict.name()));
+        a.verdict = Verdict::InsufficientData;
+    }
     if !matches!(a.verdict, Verdict::Leak | Verdict::StateGrowth) {
         // Without a rising floor, "active while the floor rose" is noise: say nothing.
         for c in &mut a.conversations {
@@ -614,6 +652,10 @@ fn explained_by_state(
     let residual_growth = slope * residual.len() as f64;
     z <= opts.trend_z || residual_growth < threshold
 }
+
+/// The power the detection limit is quoted at (one-sided normal quantile): a leak at the limit
+/// is found 95% of the time.
+const POWER_Z: f64 = 1.645;
 
 /// With a state gauge in bytes, the state must have grown by at least 1/STATE_SHARE of the
 /// floor's growth to explain it (the rest is allocator and bookkeeping overhead).
@@ -757,21 +799,54 @@ fn summarize(a: &Analysis) -> String {
             output::mib(a.resident_minus_allocated_bytes.unwrap_or(0.0))
         ),
         Verdict::WorkingSet => format!(
-            "no leak: memory follows turns in flight (r = {:.2}, {} per turn) and returns to its floor of {}",
+            "no leak: memory follows turns in flight (r = {:.2}, {} per turn) and returns to its floor of {}; {}",
             a.load_correlation.unwrap_or(0.0),
             output::mib(a.bytes_per_turn_in_flight.unwrap_or(0.0)),
-            output::mib(a.floor_end_bytes.unwrap_or(0.0))
+            output::mib(a.floor_end_bytes.unwrap_or(0.0)),
+            hidden(a)
         ),
         Verdict::Flat => format!(
-            "no leak: the floor is flat ({}/h, z = {:.2})",
+            "no leak: the floor is flat ({}/h, z = {:.2}); {}",
             output::mib(g.map_or(0.0, |g| g.bytes_per_hour)),
-            g.map_or(0.0, |g| g.mann_kendall_z)
+            g.map_or(0.0, |g| g.mann_kendall_z),
+            hidden(a)
         ),
-        Verdict::InsufficientData => format!(
-            "{} samples in {} buckets: not enough to tell a trend from load",
-            a.samples,
-            a.buckets.len()
+        Verdict::InsufficientData => {
+            let tracks = if a.load_correlation.is_some_and(|r| r >= 0.5) {
+                format!(
+                    "memory follows turns in flight (r = {:.2})",
+                    a.load_correlation.unwrap_or(0.0)
+                )
+            } else {
+                format!("{} samples in {} buckets", a.samples, a.buckets.len())
+            };
+            let span = output::duration_ms(a.to_ms - a.from_ms);
+            match (a.detection_limit_bytes_per_hour, a.detection_window_needed_ms) {
+                (Some(limit), Some(need)) => format!(
+                    "{tracks}, but {span} cannot rule out a leak below {}/h; about {} of samples would rule out {}/h",
+                    output::mib(limit),
+                    output::duration_ms(need),
+                    output::mib(a.detection_target_bytes_per_hour.unwrap_or(0.0))
+                ),
+                _ => format!(
+                    "{tracks}, but {span} gives too few floors to test a trend: a leak of any size can hide in it"
+                ),
+            }
+        }
+    }
+}
+
+/// "no leak faster than ~X/h is hidden in this window (...)": what a WORKING-SET or FLAT
+/// verdict could have missed.
+pub fn hidden(a: &Analysis) -> String {
+    match (a.detection_limit_bytes_per_hour, a.detection_window_needed_ms) {
+        (Some(limit), Some(need)) => format!(
+            "no leak faster than ~{}/h is hidden in this window ({}/h would need about {})",
+            output::mib(limit),
+            output::mib(a.detection_target_bytes_per_hour.unwrap_or(0.0)),
+            output::duration_ms(need)
         ),
+        _ => "the window cannot say how slow a leak could hide in it".into(),
     }
 }
 
@@ -807,7 +882,13 @@ pub fn next_step(a: &Analysis) -> String {
              flight (DISPATCH_MAX_TURNS_IN_FLIGHT) or bound tool output further."
             .into(),
         Verdict::Flat => "Nothing to do.".into(),
-        Verdict::InsufficientData => "Let the sampler run longer, or widen --since.".into(),
+        Verdict::InsufficientData => match a.detection_window_needed_ms {
+            Some(need) => format!(
+                "Let the sampler run longer (about {} in all), or widen --since.",
+                output::duration_ms(need)
+            ),
+            None => "Let the sampler run longer, or widen --since.".into(),
+        },
     }
 }
 

@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Tells on-call whether memory growth is a leak or the working set, and which conversations
 /// hold it, from the Dispatch traces database.
 ///
-/// Exit status: 0 done; 1 done, but bad input was skipped (listed on stderr); 2 failed.
+/// Exit status: 0 done; 1 done, but bad input was skipped (listed on stderr); 2 failed;
+/// 3 `mem --check` found a LEAK.
 #[derive(Debug, Parser)]
 #[command(name = "dispatchctl", version, about, long_about = None)]
 #[deny(missing_docs)]
@@ -76,6 +77,13 @@ pub enum Command {
     /// jemalloc heap profiles of a running server: start, dump, diff.
     #[command(subcommand)]
     Heap(HeapCommand),
+    /// Check a running install: telemetry, crash capture, limits, file modes, disk, collector
+    /// lag, symbols. pass/warn/fail, each with its fix; exit 0 all pass, 1 warnings, 2 failures.
+    Doctor {
+        /// The server's address (its `/health` needs no token).
+        #[arg(long, env = "DISPATCH_ADDR", default_value = "127.0.0.1:24991")]
+        addr: String,
+    },
     /// Print a shell completion script to stdout (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell to complete for.
@@ -138,8 +146,10 @@ pub struct MemArgs {
     #[arg(long, default_value = "latest")]
     pub boot: String,
     /// Window ending at the newest sample (not the wall clock): 90s, 30m, 6h, 2d, or `all`.
-    #[arg(long, default_value = "6h", value_parser = parse_since)]
-    pub since: Since,
+    /// Default: the whole boot, with the last 6 hours' verdict beside it when the boot is
+    /// longer.
+    #[arg(long, value_parser = parse_since)]
+    pub since: Option<Since>,
     /// Also write an HTML report with charts to FILE.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
@@ -149,6 +159,10 @@ pub struct MemArgs {
     /// Width of the terminal chart, characters (0: no chart).
     #[arg(long, default_value_t = 72)]
     pub chart_width: usize,
+    /// Exit 3 when a boot's verdict is LEAK (a gate for CI soak runs); the report is printed
+    /// as usual.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// `dispatchctl postmortem`.
@@ -224,6 +238,13 @@ pub fn parse_since(s: &str) -> Result<Since, String> {
 pub enum JournalCommand {
     /// Write a synthetic journal with a known verdict (one scenario per verdict).
     Synth(SynthArgs),
+    /// Check a journal directory's files per boot: seq gaps, duplicates, torn and corrupt
+    /// lines, dropped records, unknown kinds, boots with no memory samples. Exit 1 when
+    /// anything was found.
+    Audit {
+        /// The journal directory (default: `--journal`, else `<var dir>/journal`).
+        dir: Option<PathBuf>,
+    },
 }
 
 /// `dispatchctl journal synth`.

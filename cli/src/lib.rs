@@ -13,7 +13,9 @@
 
 pub mod analysis;
 pub mod args;
+pub mod audit;
 pub mod chart;
+pub mod doctor;
 pub mod error;
 pub mod heap;
 pub mod manual;

@@ -30,6 +30,10 @@ fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     match &cli.command {
         Command::Mem(args) => Ok(mem::run(cli, args, out, color)?),
         Command::Heap(cmd) => run_heap(cli, cmd, out),
+        Command::Doctor { addr } => {
+            let worst = dispatch_cli::doctor::run(addr, &cli.var_dir, cli.json, out)?;
+            Ok(if worst == 0 { Outcome::Clean } else { Outcome::Checks(worst) })
+        }
         Command::Postmortem(args) => Ok(dispatch_cli::postmortem::run(cli, args, out)?),
         Command::Completions { shell } => {
             manual::completions(*shell, out)?;
@@ -44,6 +48,13 @@ fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
                 writeln!(out, "{}", page.display())?;
             }
             Ok(Outcome::Clean)
+        }
+        Command::Journal(JournalCommand::Audit { dir }) => {
+            let dir = dir
+                .clone()
+                .or_else(|| cli.journal.clone())
+                .unwrap_or_else(|| cli.var_dir.join("journal"));
+            Ok(dispatch_cli::audit::run(&dir, cli.json, out)?)
         }
         Command::Journal(JournalCommand::Synth(args)) => {
             let mut opts = synth::SynthOptions::new(args.scenario);

@@ -90,10 +90,21 @@ pub fn run(cli: &Cli, args: &MemArgs, out: &mut dyn Write, color: bool) -> Resul
     let conn = dispatch_collector::schema::open_read_only(&settings.db).map_err(|source| {
         Error::DatabaseOpen { path: settings.db.clone(), source: Box::new(source) }
     })?;
-    let reports = reports(&conn, &args.boot, args.since).map_err(|source| Error::Analysing {
-        path: settings.db.clone(),
-        source: Box::new(source),
-    })?;
+    let analysing =
+        |source| Error::Analysing { path: settings.db.clone(), source: Box::new(source) };
+    let mut reports =
+        reports(&conn, &args.boot, args.since.unwrap_or(Since::All)).map_err(&analysing)?;
+    if args.since.is_none() {
+        // The whole boot is the default; a long boot also gets the last hours' verdict, so a
+        // recent change shows beside the long view.
+        for r in &mut reports {
+            if r.analysis.to_ms - r.analysis.from_ms > RECENT_WINDOW_MS {
+                let recent = analyze_boot(&conn, &r.boot, Since::Millis(RECENT_WINDOW_MS))
+                    .map_err(&analysing)?;
+                r.recent = Some(Box::new(recent));
+            }
+        }
+    }
     print(cli, args, &settings, &reports, out, color).map_err(Error::Output)?;
     if let Some(r) = reports.first() {
         let data = chart_data(r);
@@ -104,7 +115,14 @@ pub fn run(cli: &Cli, args: &MemArgs, out: &mut dyn Write, color: bool) -> Resul
             std::fs::write(p, chart::html(&data, &r.to_json())).map_err(Error::io(p, "writing"))?;
         }
     }
-    Ok(if settings.skipped_input { Outcome::SkippedInput } else { Outcome::Clean })
+    let leak = reports.iter().any(|r| r.analysis.verdict == analysis::Verdict::Leak);
+    Ok(if args.check && leak {
+        Outcome::LeakFound
+    } else if settings.skipped_input {
+        Outcome::SkippedInput
+    } else {
+        Outcome::Clean
+    })
 }
 
 /// The verdicts on `out`: one JSON document, or each report as text.
@@ -182,7 +200,13 @@ pub struct Report {
     pub analysis: Analysis,
     /// The series, for charts.
     pub points: Vec<Point>,
+    /// With the default window (the whole boot), the last [`RECENT_WINDOW_MS`]' analysis when
+    /// the boot is longer.
+    pub recent: Option<Box<Report>>,
 }
+
+/// The recent view shown beside the whole boot: 6 hours.
+pub const RECENT_WINDOW_MS: i64 = 6 * 3_600_000;
 
 impl Report {
     /// The JSON document (see docs/CLI.md).
@@ -197,6 +221,19 @@ impl Report {
             "stopped_ts_ms": self.boot.stopped_ts_ms,
         });
         v["source"] = json!(self.source);
+        if let Some(r) = &self.recent {
+            let a = &r.analysis;
+            v["recent"] = json!({
+                "window_ms": RECENT_WINDOW_MS,
+                "from_ms": a.from_ms,
+                "to_ms": a.to_ms,
+                "verdict": a.verdict,
+                "summary": a.summary,
+                "growth": a.growth,
+                "detection_limit_bytes_per_hour": a.detection_limit_bytes_per_hour,
+                "source": r.source,
+            });
+        }
         v
     }
 }
@@ -275,9 +312,10 @@ fn analyze_boot(conn: &Connection, boot: &query::Boot, since: Since) -> Result<R
         {
             analysis.verdict = analysis::Verdict::WorkingSet;
             analysis.summary = format!(
-                "no leak: hourly peaks follow turns in flight (r = {:.2}) over a flat floor of {}",
+                "no leak: hourly peaks follow turns in flight (r = {:.2}) over a flat floor of {}; {}",
                 r.unwrap_or(0.0),
-                bytes(analysis.floor_end_bytes.unwrap_or(0.0))
+                bytes(analysis.floor_end_bytes.unwrap_or(0.0)),
+                analysis::hidden(&analysis)
             );
             analysis.next_step = analysis::next_step(&analysis);
         }
@@ -298,7 +336,7 @@ fn analyze_boot(conn: &Connection, boot: &query::Boot, since: Since) -> Result<R
             turns_in_flight: s.turns_in_flight.unwrap_or(f64::NAN),
         })
         .collect();
-    Ok(Report { boot: boot.clone(), source, range, analysis, points })
+    Ok(Report { boot: boot.clone(), source, range, analysis, points, recent: None })
 }
 
 fn to_point(s: &query::Sample) -> SamplePoint {
@@ -359,6 +397,15 @@ fn render(r: &Report, args: &MemArgs, out: &mut dyn Write, color: bool) -> std::
     };
     writeln!(out, "verdict: {}", paint(a.verdict.name(), code, color))?;
     writeln!(out, "  {}", a.summary)?;
+    if let Some(recent) = &r.recent {
+        writeln!(
+            out,
+            "  last {}: {}: {}",
+            crate::output::duration_ms(RECENT_WINDOW_MS),
+            recent.analysis.verdict.name(),
+            recent.analysis.summary
+        )?;
+    }
     writeln!(out)?;
     writeln!(out, "evidence")?;
     let opt = |v: Option<f64>| v.map_or("-".to_string(), bytes);
@@ -383,6 +430,19 @@ fn render(r: &Report, args: &MemArgs, out: &mut dyn Write, color: bool) -> std::
                 None => "load-adjusted".into(),
             }
         )?;
+    }
+    match (a.detection_limit_bytes_per_hour, a.detection_window_needed_ms) {
+        (Some(limit), Some(need)) => writeln!(
+            out,
+            "  detection limit      {}/h  (a slower leak can hide in this window; {}/h needs about {} of samples)",
+            bytes(limit),
+            bytes(a.detection_target_bytes_per_hour.unwrap_or(0.0)),
+            crate::output::duration_ms(need)
+        )?,
+        _ => writeln!(
+            out,
+            "  detection limit      none  (too few floors to test a trend: a leak of any size can hide)"
+        )?,
     }
     if let Some(w) = a.bytes_per_turn_in_flight {
         writeln!(

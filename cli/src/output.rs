@@ -11,14 +11,20 @@ pub enum Outcome {
     Clean,
     /// Done, but bad input was skipped (each skip reported on stderr).
     SkippedInput,
+    /// `mem --check` found a LEAK (a CI soak gate fails on it).
+    LeakFound,
+    /// `doctor` found warnings (1) or failures (2): the report says which, with fixes.
+    Checks(u8),
 }
 
 impl Outcome {
-    /// 0 or 1.
+    /// 0, 1, 3, or doctor's worst level (2 is otherwise a failed command, see [`crate::error`]).
     pub fn exit_code(self) -> u8 {
         match self {
             Outcome::Clean => 0,
             Outcome::SkippedInput => 1,
+            Outcome::LeakFound => 3,
+            Outcome::Checks(worst) => worst,
         }
     }
 }
@@ -70,7 +76,10 @@ pub fn bytes(bytes: f64) -> String {
 /// Bytes in MiB with one decimal, whatever the size: verdict summaries quote rates and floors in
 /// one unit so that two boots' summaries compare at a glance.
 pub fn mib(bytes: f64) -> String {
-    format!("{:.1} {}", bytes / (1024.0 * 1024.0), UNITS[2])
+    let v = bytes / (1024.0 * 1024.0);
+    // -0.04 rounds to "-0.0": float noise, not a direction.
+    let v = if v.abs() < 0.05 { 0.0 } else { v };
+    format!("{v:.1} {}", UNITS[2])
 }
 
 /// `value` with `decimals` decimals, or in exponent notation when it is so large (beyond
@@ -83,6 +92,28 @@ pub fn number(value: f64, decimals: usize) -> String {
 pub fn time(ms: i64) -> String {
     let civil = dispatch_journal::Timestamp::from_unix_millis(ms).civil();
     format!("{} UTC", civil.date_minute())
+}
+
+/// A span for people: `45 s`, `20 min`, `2.5 h`, `36 h`, `4.5 days`, `30 days` (one decimal
+/// below ten of the unit, whole numbers above; never a float's noise).
+pub fn duration_ms(ms: i64) -> String {
+    let s = ms.max(0) as f64 / 1000.0;
+    let scaled = |v: f64, unit: &str| {
+        if v < 9.95 && (v - v.round()).abs() >= 0.05 {
+            format!("{} {unit}", number(v, 1))
+        } else {
+            format!("{v:.0} {unit}")
+        }
+    };
+    if s < 120.0 {
+        format!("{s:.0} s")
+    } else if s < 120.0 * 60.0 {
+        format!("{:.0} min", s / 60.0)
+    } else if s < 72.0 * 3600.0 {
+        scaled(s / 3600.0, "h")
+    } else {
+        scaled(s / 86_400.0, "days")
+    }
 }
 
 /// `1 turn in flight`, `3 turns in flight`.
@@ -98,6 +129,19 @@ pub fn paint(s: &str, code: &str, on: bool) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn durations_read_as_people_say_them() {
+        use super::duration_ms;
+        assert_eq!(duration_ms(45_000), "45 s");
+        assert_eq!(duration_ms(20 * 60_000), "20 min");
+        assert_eq!(duration_ms(150 * 60_000), "2.5 h");
+        assert_eq!(duration_ms(36 * 3_600_000), "36 h");
+        assert_eq!(duration_ms(6 * 3_600_000), "6 h");
+        assert_eq!(duration_ms(108 * 3_600_000), "4.5 days");
+        assert_eq!(duration_ms(30 * 86_400_000), "30 days");
+        assert_eq!(duration_ms(-5), "0 s");
+    }
+
     use super::*;
 
     const MIB: f64 = 1024.0 * 1024.0;

@@ -60,11 +60,13 @@ fn man_out_writes_a_page_per_command() {
         names,
         [
             "dispatchctl-completions.1",
+            "dispatchctl-doctor.1",
             "dispatchctl-heap-diff.1",
             "dispatchctl-heap-dump.1",
             "dispatchctl-heap-start.1",
             "dispatchctl-heap-stop.1",
             "dispatchctl-heap.1",
+            "dispatchctl-journal-audit.1",
             "dispatchctl-journal-synth.1",
             "dispatchctl-journal.1",
             "dispatchctl-man.1",

@@ -232,3 +232,106 @@ fn boot_selection_latest_all_and_by_prefix() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("2 boots start with it"));
 }
+
+#[test]
+fn twenty_minutes_of_rising_load_cannot_rule_out_a_leak() {
+    // The working set ramps with load; 20 minutes is too short to say "nothing leaks".
+    let d = tempfile::tempdir().unwrap();
+    let j = d.path().join("journal");
+    let out = dispatchctl(&[
+        "journal",
+        "synth",
+        "--scenario",
+        "working-set",
+        "--hours",
+        "0.3334",
+        "--out",
+        j.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = mem_json(&j, "all");
+    assert_eq!(v["verdict"], "INSUFFICIENT-DATA", "{}", v["summary"]);
+    let limit = v["detection_limit_bytes_per_hour"].as_f64().unwrap() / (1024.0 * 1024.0);
+    // 32 MiB over a third of an hour is the least growth it would call a leak: 96 MiB/h.
+    assert!(limit >= 90.0, "{limit} MiB/h");
+    let summary = v["summary"].as_str().unwrap();
+    assert!(summary.contains("20 min cannot rule out a leak below"), "{summary}");
+    assert!(summary.contains("memory follows turns in flight"), "{summary}");
+    assert!(v["notes"].to_string().contains("would be WORKING-SET"), "{}", v["notes"]);
+}
+
+#[test]
+fn every_no_leak_verdict_says_what_it_could_have_missed() {
+    for scenario in ["bursty", "working-set", "flat"] {
+        let v = verdict_of(scenario, 2);
+        let verdict = v["verdict"].as_str().unwrap();
+        assert!(verdict == "WORKING-SET" || verdict == "FLAT", "{scenario}: {verdict}");
+        let limit = v["detection_limit_bytes_per_hour"].as_f64().unwrap();
+        let useful = v["useful_limit_bytes_per_hour"].as_f64().unwrap();
+        assert!(limit > 0.0 && limit <= useful, "{scenario}: limit {limit}, useful {useful}");
+        let summary = v["summary"].as_str().unwrap();
+        assert!(summary.contains("no leak faster than ~"), "{scenario}: {summary}");
+        assert!(v["detection_window_needed_ms"].as_i64().unwrap() > 0, "{scenario}");
+    }
+}
+
+#[test]
+fn mem_check_exits_3_on_a_leak_and_0_otherwise() {
+    for (scenario, code) in [("leak", 3), ("bursty", 0)] {
+        let d = tempfile::tempdir().unwrap();
+        let j = d.path().join("journal");
+        synth(&j, scenario, 1);
+        let out =
+            dispatchctl(&["--journal", j.to_str().unwrap(), "mem", "--since", "all", "--check"]);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{scenario}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("verdict:"),
+            "{scenario}: the report is still printed"
+        );
+    }
+}
+
+/// `dispatchctl --journal DIR mem --json` with the default window (the whole boot).
+fn mem_default(dir: &Path) -> serde_json::Value {
+    let out = dispatchctl(&["--journal", dir.to_str().unwrap(), "mem", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_default_window_finds_a_slow_leak_and_clears_its_twin() {
+    for seed in 1..=5 {
+        let d = tempfile::tempdir().unwrap();
+        let (leaky, twin) = (d.path().join("leaky"), d.path().join("twin"));
+        synth(&leaky, "leak", seed);
+        let out = dispatchctl(&[
+            "journal",
+            "synth",
+            "--scenario",
+            "leak",
+            "--leak-mib-per-hour",
+            "0",
+            "--seed",
+            &seed.to_string(),
+            "--out",
+            twin.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v = mem_default(&leaky);
+        assert_eq!(v["verdict"], "LEAK", "seed {seed}: {}", v["summary"]);
+        // The whole 24 h boot, with the last 6 hours beside it.
+        assert!(v["to_ms"].as_i64().unwrap() - v["from_ms"].as_i64().unwrap() > 23 * 3_600_000);
+        assert_eq!(v["recent"]["window_ms"], 6 * 3_600_000, "seed {seed}");
+        assert!(v["recent"]["verdict"].is_string(), "seed {seed}");
+        let w = mem_default(&twin);
+        let verdict = w["verdict"].as_str().unwrap();
+        assert!(verdict == "WORKING-SET" || verdict == "FLAT", "seed {seed}: {}", w["summary"]);
+        let limit = w["detection_limit_bytes_per_hour"].as_f64().unwrap() / (1024.0 * 1024.0);
+        assert!(limit <= 8.0, "seed {seed}: an 8 MiB/h leak would hide below {limit} MiB/h");
+    }
+}

@@ -83,3 +83,36 @@ pub fn status(conn: &Connection) -> Result<Status, QueryError> {
     let boots = query::boots(conn)?.into_iter().map(|b| (b.boot, b.records, b.last_seq)).collect();
     Ok(Status { kinds, boots, segments, ingest_errors })
 }
+
+/// Journal bytes on disk that the database has not committed: per segment file in
+/// `journal_dir`, its size minus the offset the database has reached in it (a file the
+/// database does not know counts whole). `/metrics` (`dispatch_collector_lag_bytes`) and
+/// `dispatchctl doctor` report it. `None` when the directory cannot be read.
+///
+/// # Errors
+/// SQLite errors reading the `segments` table.
+pub fn lag_bytes(
+    conn: &Connection,
+    journal_dir: &std::path::Path,
+) -> Result<Option<u64>, QueryError> {
+    let e = |source| QueryError { what: "collector lag", source };
+    let mut st = conn
+        .prepare("SELECT file_name, max(offset_bytes) FROM segments GROUP BY file_name")
+        .map_err(e)?;
+    let committed: std::collections::HashMap<String, i64> = st
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+        .map_err(e)?
+        .collect::<Result<_, _>>()
+        .map_err(e)?;
+    let Ok(dir) = std::fs::read_dir(journal_dir) else { return Ok(None) };
+    Ok(Some(
+        dir.filter_map(Result::ok)
+            .filter_map(|entry| {
+                let name = entry.file_name().into_string().ok()?;
+                dispatch_journal::SegmentName::parse(&name)?;
+                let size = i64::try_from(entry.metadata().ok()?.len()).ok()?;
+                u64::try_from(size - committed.get(&name).copied().unwrap_or(0)).ok()
+            })
+            .sum(),
+    ))
+}

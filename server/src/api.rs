@@ -3,8 +3,6 @@
 //! `body_too_large`, `unsupported_media_type`) instead of a framework default.
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -314,6 +312,12 @@ async fn cancel_turn(
     }
 }
 
+/// The executable's build-id, read once (`/health` may be polled every second).
+fn own_build_id() -> Option<&'static str> {
+    static ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    ID.get_or_init(dispatch_telemetry::build_id::current_build_id).as_deref()
+}
+
 async fn health(State(state): State<AppState>) -> Response {
     let journal_ok = state.journal.is_healthy();
     let (sampler_alive, samples) = match &state.sampler {
@@ -343,9 +347,18 @@ async fn health(State(state): State<AppState>) -> Response {
         "ok": ok,
         "version": env!("CARGO_PKG_VERSION"),
         "boot": state.journal.boot(),
+        "pid": std::process::id(),
         "uptime_ms": state.started.elapsed().as_millis() as u64,
         "journal": { "healthy": journal_ok, "dir": state.journal.dir().display().to_string() },
-        "sampler": { "alive": sampler_alive, "enabled": state.sampler.is_some(), "samples": samples },
+        "traces_db": state.settings.traces_db.display().to_string(),
+        "crash_dir": state.settings.crash_dir.display().to_string(),
+        "build_id": own_build_id(),
+        "sampler": {
+            "alive": sampler_alive,
+            "enabled": state.sampler.is_some(),
+            "samples": samples,
+            "interval_ms": state.settings.sample_interval.as_millis() as u64,
+        },
         "turns_in_flight": state.activity.limiter.in_flight(),
         "queue_depth": state.activity.limiter.queued(),
         "shutting_down": state.activity.is_shutting_down(),
@@ -367,117 +380,18 @@ async fn health(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// Prometheus text. Memory figures come from the sampler's last sample (only the sampler
-/// advances jemalloc's epoch); a figure the sample lacks is left out, never written as 0.
+/// Prometheus text (see [`crate::metrics`]). The `/proc` and traces-database reads run on the
+/// blocking pool, off the runtime's workers.
 async fn metrics(State(state): State<AppState>) -> Response {
-    let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, kind: &str, value: Option<u64>| {
-        if let Some(v) = value {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
-        }
-    };
-    let sample = state.sampler.as_ref().and_then(|s| s.last());
-    let jem = sample.as_ref().and_then(|s| s.jemalloc.clone()).unwrap_or_default();
-    gauge(
-        "process_resident_memory_bytes",
-        "Resident set size from /proc/self/statm (last sample).",
-        "gauge",
-        sample.as_ref().and_then(|s| s.rss),
-    );
-    gauge(
-        "dispatch_jemalloc_allocated_bytes",
-        "jemalloc stats.allocated (last sample).",
-        "gauge",
-        jem.allocated,
-    );
-    gauge(
-        "dispatch_jemalloc_active_bytes",
-        "jemalloc stats.active (last sample).",
-        "gauge",
-        jem.active,
-    );
-    gauge(
-        "dispatch_jemalloc_resident_bytes",
-        "jemalloc stats.resident (last sample).",
-        "gauge",
-        jem.resident,
-    );
-    gauge(
-        "dispatch_jemalloc_retained_bytes",
-        "jemalloc stats.retained (last sample).",
-        "gauge",
-        jem.retained,
-    );
-    gauge(
-        "dispatch_jemalloc_mapped_bytes",
-        "jemalloc stats.mapped (last sample).",
-        "gauge",
-        jem.mapped,
-    );
-    gauge(
-        "dispatch_jemalloc_metadata_bytes",
-        "jemalloc stats.metadata (last sample).",
-        "gauge",
-        jem.metadata,
-    );
-    let a = &state.activity;
-    gauge(
-        "dispatch_turns_in_flight",
-        "Turns holding a provider slot.",
-        "gauge",
-        Some(a.limiter.in_flight()),
-    );
-    gauge(
-        "dispatch_turn_queue_depth",
-        "Turns waiting for a provider slot.",
-        "gauge",
-        Some(a.limiter.queued()),
-    );
-    gauge(
-        "dispatch_conversations_active",
-        "Conversations with a turn running or queued.",
-        "gauge",
-        Some(a.running() as u64),
-    );
-    gauge(
-        "dispatch_turns_refused_total",
-        "Turns refused because the queue was full.",
-        "counter",
-        Some(a.limiter.refused()),
-    );
-    gauge(
-        "dispatch_tokens_streamed_total",
-        "Tokens of model output in ended turns.",
-        "counter",
-        Some(a.outcomes.tokens.load(Ordering::Relaxed)),
-    );
-    gauge(
-        "dispatch_memory_samples_total",
-        "Memory samples taken by the sampler.",
-        "counter",
-        state.sampler.as_ref().map(|s| s.samples_taken()),
-    );
-    gauge(
-        "dispatch_journal_healthy",
-        "1 when the journal's last write succeeded.",
-        "gauge",
-        Some(u64::from(state.journal.is_healthy())),
-    );
-    let _ = writeln!(
-        out,
-        "# HELP dispatch_turns_total Turns ended, by outcome.\n# TYPE dispatch_turns_total counter"
-    );
-    for (outcome, n) in [
-        ("ok", &a.outcomes.ok),
-        ("error", &a.outcomes.error),
-        ("cancelled", &a.outcomes.cancelled),
-        ("sealed", &a.outcomes.sealed),
-    ] {
-        let _ = writeln!(
-            out,
-            "dispatch_turns_total{{outcome=\"{outcome}\"}} {}",
-            n.load(Ordering::Relaxed)
-        );
-    }
+    let (db, journal) = (state.settings.traces_db.clone(), state.settings.journal_dir.clone());
+    let figures = tokio::task::spawn_blocking(move || {
+        (
+            crate::metrics::ProcessFigures::read(),
+            crate::metrics::PipelineFigures::read(&db, &journal),
+        )
+    })
+    .await
+    .unwrap_or_default();
+    let out = crate::metrics::render(&state, &figures.0, &figures.1);
     ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
 }

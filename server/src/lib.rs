@@ -34,6 +34,7 @@ pub mod faults;
 pub mod ids;
 pub mod limiter;
 pub mod message;
+pub mod metrics;
 pub mod provider;
 pub mod server;
 pub mod state;

@@ -26,6 +26,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("extract", 5),
     ("auth", 5),
     ("admin", 6),
+    ("metrics", 6),
     ("api", 7),
     ("server", 8),
 ];

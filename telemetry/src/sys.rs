@@ -11,3 +11,12 @@ pub fn page_size() -> u64 {
     let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     if n > 0 { n as u64 } else { 4096 }
 }
+
+/// Clock ticks per second of `/proc/<pid>/stat` CPU and start times (`sysconf(_SC_CLK_TCK)`;
+/// 100, Linux's USER_HZ, when it does not answer).
+#[allow(unsafe_code)]
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: as for `page_size`: an integer in, an integer out, no memory of ours touched.
+    let n = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if n > 0 { n as u64 } else { 100 }
+}
