@@ -69,6 +69,12 @@ pub enum ColorChoice {
 pub enum Command {
     /// Is memory growth a leak or the working set? One verdict with its evidence.
     Mem(MemArgs),
+    /// Every abnormal end across boots, grouped by signature; crash loops; `send` to Sentry.
+    ///
+    /// Each end: time, boot, uptime, signal or exit status, OOM, signature, whether the dump
+    /// is still on disk, the fatal panic. A banner comes first when the service is
+    /// crash-looping (3 or more abnormal exits within 10 minutes with shrinking uptime).
+    Crashes(CrashesArgs),
     /// Journal tools.
     #[command(subcommand)]
     Journal(JournalCommand),
@@ -199,6 +205,45 @@ pub enum PostmortemFormat {
     Html,
     /// JSON (docs/CLI.md).
     Json,
+}
+
+/// `dispatchctl crashes`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct CrashesArgs {
+    /// Show one boot in full (a boot id; a unique prefix is enough).
+    #[arg(long, value_name = "ID")]
+    pub boot: Option<String>,
+    /// Where the crash monitor writes dumps; a dump not at its recorded path is looked for
+    /// here by file name [default: <var dir>/crashes].
+    #[arg(long, global = true, env = "DISPATCH_CRASH_DIR", value_name = "DIR")]
+    pub crash_dir: Option<PathBuf>,
+    /// `send`.
+    #[command(subcommand)]
+    pub command: Option<CrashesCommand>,
+}
+
+/// `dispatchctl crashes ...`.
+#[derive(Debug, Subcommand)]
+pub enum CrashesCommand {
+    /// Upload dumps to Sentry's minidump endpoint; a dump already sent is not sent again.
+    Send(SendArgs),
+}
+
+/// `dispatchctl crashes send`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct SendArgs {
+    /// The boot whose dump to send (a unique id prefix).
+    #[arg(required_unless_present = "all", conflicts_with = "all", value_name = "BOOT")]
+    pub boot: Option<String>,
+    /// Send every dump on disk that was not sent yet.
+    #[arg(long)]
+    pub all: bool,
+    /// Sentry DSN: `https://KEY@HOST/PROJECT_ID` (the key is never printed).
+    #[arg(long, env = "SENTRY_DSN", hide_env_values = true, value_name = "DSN")]
+    pub sentry_dsn: String,
 }
 
 /// A window length.

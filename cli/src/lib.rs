@@ -2,6 +2,8 @@
 //!
 //! - `dispatchctl mem`: is memory growth a leak or the working set of active conversations,
 //!   and which conversations hold it ([`analysis`]).
+//! - `dispatchctl crashes [--boot ID]`, `dispatchctl crashes send`: every abnormal end across
+//!   boots with its signature, crash loops, and dumps uploaded to Sentry ([`crashes`]).
 //! - `dispatchctl heap start|dump|diff`: jemalloc heap profiles of a running server ([`heap`]).
 //! - `dispatchctl postmortem`: why a boot died, from its minidump and its journal
 //!   ([`postmortem`]).
@@ -15,6 +17,7 @@ pub mod analysis;
 pub mod args;
 pub mod audit;
 pub mod chart;
+pub mod crashes;
 pub mod doctor;
 pub mod error;
 pub mod heap;

@@ -9,7 +9,7 @@ use clap::Parser as _;
 use dispatch_cli::args::{Cli, Command, HeapCommand, JournalCommand};
 use dispatch_cli::output::bytes;
 use dispatch_cli::output::{Outcome, use_color};
-use dispatch_cli::{heap, manual, mem, synth};
+use dispatch_cli::{crashes, heap, manual, mem, synth};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -29,6 +29,7 @@ fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<Outcome> {
     let color = use_color(cli.color);
     match &cli.command {
         Command::Mem(args) => Ok(mem::run(cli, args, out, color)?),
+        Command::Crashes(args) => Ok(crashes::run(cli, args, out, color)?),
         Command::Heap(cmd) => run_heap(cli, cmd, out),
         Command::Doctor { addr } => {
             let worst = dispatch_cli::doctor::run(addr, &cli.var_dir, cli.json, out)?;

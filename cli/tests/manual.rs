@@ -9,7 +9,8 @@ fn run(args: &[&str]) -> String {
     common::stdout_of(common::dispatchctl_command(), args)
 }
 
-const SUBCOMMANDS: [&str; 6] = ["mem", "postmortem", "journal", "heap", "completions", "man"];
+const SUBCOMMANDS: [&str; 7] =
+    ["mem", "crashes", "postmortem", "journal", "heap", "completions", "man"];
 
 #[test]
 fn bash_completions_name_every_subcommand() {
@@ -60,6 +61,8 @@ fn man_out_writes_a_page_per_command() {
         names,
         [
             "dispatchctl-completions.1",
+            "dispatchctl-crashes-send.1",
+            "dispatchctl-crashes.1",
             "dispatchctl-doctor.1",
             "dispatchctl-heap-diff.1",
             "dispatchctl-heap-dump.1",
