@@ -190,3 +190,60 @@ fn the_incident_replayed_flags_every_contradiction_and_says_there_is_no_dump() {
     assert!(md.contains("290.0 MiB"), "{md}");
     assert!(!md.contains("null") && !md.contains("{\""), "{md}");
 }
+
+/// An OOM kill: pressure records, the cgroup's oom_kill count rising, an exit by SIGKILL with
+/// `oom_killed`, no crash record. The report says plainly that no dump exists and why.
+#[test]
+fn an_oom_kill_is_reported_from_samples_pressure_and_the_oom_kill_count() {
+    let var = tempfile::tempdir().unwrap();
+    let journal = var.path().join("journal");
+    std::fs::create_dir(&journal).unwrap();
+    let gib = 1i64 << 30;
+    let boot = boot_id(7);
+    let start = T0 - 20_000;
+    let mut s = Segment::new(&journal, 1, &boot, start);
+    s.put(start, "process.start", json!({"pid": 77, "version": "0.1.0", "limits": {"memory_high": 3 * gib, "memory_max": 4 * gib}}));
+    s.put(start + 500, "turn.start", json!({"conversation": "conv-big", "turn": "turn-big", "provider": "sim", "model": "sim-1"}));
+    for k in 0..20i64 {
+        let at = start + 1000 * k;
+        let rss = (2 * gib) + k * (100 << 20);
+        s.put(at, "memory.sample", json!({
+            "rss": rss, "hwm": rss, "jemalloc": {"allocated": rss - (100 << 20)},
+            "cgroup": {"current": rss + (50 << 20), "peak": rss + (50 << 20), "max": 4 * gib, "events": {"oom_kill": i64::from(k >= 19)}},
+            "load": {"turns_in_flight": 1},
+        }));
+        if k == 10 {
+            s.put(
+                at,
+                "pressure",
+                json!({"level": "high", "rss": rss, "limit": 3 * gib, "action": "shed"}),
+            );
+        }
+    }
+    s.put(T0, "exit", json!({"signal": "SIGKILL", "signo": 9, "oom_killed": true, "uptime_ms": 20_000, "pid": 77}));
+    drop(s);
+
+    let run = |format: &str| {
+        common::stdout_of(
+            common::dispatchctl_command(),
+            &["--var-dir", var.path().to_str().unwrap(), "postmortem", "--format", format],
+        )
+    };
+    let doc: Value = serde_json::from_str(&run("json")).unwrap();
+    let absent = doc["dump"]["absent"].as_str().unwrap();
+    assert!(
+        absent.starts_with("no dump exists: the process was killed by SIGKILL by the OOM killer (the cgroup's oom_kill count went from 0 to 1)"),
+        "{absent}"
+    );
+    let j = &doc["journal"];
+    assert_eq!(j["oom_kill"], json!([0, 1]));
+    assert_eq!(j["pressure"][0]["action"], "shed");
+    assert_eq!(j["pressure"][0]["limit_bytes"], 3 * gib);
+    assert_eq!(j["turns_in_flight"][0]["turn"], "turn-big");
+    assert_eq!(j["last_samples"].as_array().unwrap().last().unwrap()["oom_kill"], 1);
+    assert_eq!(doc["summary"], "killed by SIGKILL (the OOM killer) after 20 s; no dump");
+    let md = run("md");
+    assert!(md.contains("## Memory pressure"), "{md}");
+    assert!(md.contains("| high | 3.0 GiB | 3.0 GiB | shed |"), "{md}");
+    assert!(md.contains("cgroup oom\\_kill count: 0 at the first sample, 1 at the last"), "{md}");
+}
