@@ -60,9 +60,6 @@ pub enum PostmortemError {
         #[source]
         source: std::io::Error,
     },
-    /// Neither a dump nor a journal to report on.
-    #[error("{0}")]
-    NothingToReport(String),
 }
 
 impl PostmortemError {
@@ -75,7 +72,6 @@ impl PostmortemError {
             PostmortemError::Journal(e) => e.code(),
             PostmortemError::NoAbnormalBoot { .. } => "postmortem_no_abnormal_boot",
             PostmortemError::Write { .. } => "postmortem_write_failed",
-            PostmortemError::NothingToReport(_) => "postmortem_nothing_to_report",
         }
     }
 }

@@ -723,7 +723,9 @@ pub fn seconds(ms: i64) -> String {
     let s = ms / 1000;
     match s {
         s if s < 120 => format!("{s} s"),
+        s if s < 7200 && s % 60 == 0 => format!("{} min", s / 60),
         s if s < 7200 => format!("{} min {} s", s / 60, s % 60),
+        s if (s % 3600) / 60 == 0 => format!("{} h", s / 3600),
         s => format!("{} h {} min", s / 3600, (s % 3600) / 60),
     }
 }
@@ -751,7 +753,11 @@ mod tests {
             [exit(0, 82 * m, Some(1)), exit(7 * m, 7 * m, Some(1)), exit(8 * m, 58_000, Some(1))];
         let s = crash_loop(&looped).unwrap();
         assert!(s.contains("3 abnormal exits within 10 min"), "{s}");
-        assert!(s.contains("82 min 0 s -> 7 min 0 s -> 58 s"), "{s}");
+        assert!(s.contains("82 min -> 7 min -> 58 s"), "{s}");
+        assert_eq!(
+            (seconds(9_115_307), seconds(125_000), seconds(7_200_000)),
+            ("2 h 31 min".into(), "2 min 5 s".into(), "2 h".into())
+        );
         // Growing uptime, or clean exits, are no loop.
         let growing = [exit(0, 1000, Some(1)), exit(m, 2000, Some(1)), exit(2 * m, 3000, Some(1))];
         assert_eq!(crash_loop(&growing), None);

@@ -430,6 +430,7 @@ pub fn markdown(r: &Report) -> String {
                 }
             }
             Block::Table { head, rows } => {
+                let head: Vec<String> = head.iter().map(|h| md_escape(h)).collect();
                 out.push_str(&format!("| {} |\n", head.join(" | ")));
                 out.push_str(&format!("|{}\n", "---|".repeat(head.len())));
                 for row in rows {
