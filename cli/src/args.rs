@@ -191,6 +191,14 @@ pub struct PostmortemArgs {
     /// order before <var dir>/symbols. Symbols are used only when their id matches the module's.
     #[arg(long = "symbols", value_name = "DIR")]
     pub symbols: Vec<PathBuf>,
+    /// The build-id symbol store, searched after the --symbols stores: it converts a cached
+    /// binary of the module's build on first use and keeps what debuginfod sends.
+    #[arg(long, env = "DISPATCH_SYMBOL_STORE", value_name = "DIR")]
+    pub symbol_store: Option<PathBuf>,
+    /// A debuginfod server asked by build-id for modules no store has (repeatable; also
+    /// `DEBUGINFOD_URLS`, space-separated).
+    #[arg(long, value_name = "URL")]
+    pub debuginfod: Vec<String>,
     /// Report format: md (Markdown, for a ticket), html (a standalone page), json.
     #[arg(long, value_enum, default_value_t = PostmortemFormat::Md)]
     pub format: PostmortemFormat,

@@ -51,6 +51,10 @@ pub enum PostmortemError {
         /// The traces database.
         db: PathBuf,
     },
+    /// The symbol store or a debuginfod URL is unusable (a store path that is a file, a URL
+    /// that is not http(s)).
+    #[error("the symbol sources")]
+    Symbols(#[source] Box<crate::symbols::SymbolsError>),
     /// Writing the report (`-o FILE`) failed.
     #[error("writing {}", path.display())]
     Write {
@@ -72,6 +76,7 @@ impl PostmortemError {
             PostmortemError::Journal(e) => e.code(),
             PostmortemError::NoAbnormalBoot { .. } => "postmortem_no_abnormal_boot",
             PostmortemError::Write { .. } => "postmortem_write_failed",
+            PostmortemError::Symbols(e) => e.code(),
         }
     }
 }

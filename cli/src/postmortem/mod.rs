@@ -28,11 +28,67 @@ use crate::args::{Cli, PostmortemArgs, PostmortemFormat};
 use crate::output::Outcome;
 use report::Report;
 
-/// The symbol stores a run searches: each `--symbols DIR` in order, then `<var dir>/symbols`.
-pub fn stores(args: &PostmortemArgs, var_dir: &Path) -> BreakpadStores {
-    let mut dirs = args.symbols.clone();
-    dirs.push(dispatch_journal::paths::VarDir::new(var_dir).symbol_store());
-    BreakpadStores::new(dirs)
+/// The Breakpad stores a run searches first: each `--symbols DIR`, in order.
+pub fn stores(args: &PostmortemArgs) -> BreakpadStores {
+    BreakpadStores::new(args.symbols.clone())
+}
+
+/// Where a run's symbols come from: the `--symbols` stores, then the build-id symbol store
+/// (`--symbol-store`, default `<var dir>/symbols`), which converts a cached binary of the
+/// module's build and asks debuginfod (`--debuginfod`, `DEBUGINFOD_URLS`) for what it lacks.
+/// Every path checks the module's id.
+///
+/// # Errors
+/// A debuginfod URL that is not `http(s)://host...`; a symbol store path that is a file.
+pub fn symbol_source(
+    extra: BreakpadStores,
+    store: &Path,
+    debuginfod: &[String],
+) -> Result<Arc<dyn SymbolSource>, crate::symbols::SymbolsError> {
+    let mut urls: Vec<String> = debuginfod.to_vec();
+    if let Ok(env) = std::env::var(crate::symbols::DEBUGINFOD_URLS) {
+        urls.push(env);
+    }
+    Ok(Arc::new(StoreSource {
+        extra,
+        store: crate::symbols::Store::open(store)?,
+        remote: crate::symbols::Debuginfod::from_urls(urls)?,
+    }))
+}
+
+/// [`symbol_source`]'s source.
+struct StoreSource {
+    extra: BreakpadStores,
+    store: crate::symbols::Store,
+    remote: crate::symbols::Debuginfod,
+}
+
+impl SymbolSource for StoreSource {
+    fn locate(&self, module: &ModuleIds) -> Located {
+        let mut searched = match self.extra.locate(module) {
+            found @ Located::Breakpad(_) => return found,
+            Located::NotFound { searched } => searched,
+        };
+        let Some(debug_id) = module.debug_id.clone() else {
+            return Located::NotFound { searched };
+        };
+        let ids = crate::symbols::ModuleIds {
+            code_file: module.name().to_owned(),
+            debug_id,
+            code_id: module.code_id.clone(),
+        };
+        match self.store.lookup(&ids, &self.remote) {
+            Ok(crate::symbols::Lookup::Found(path)) => Located::Breakpad(path),
+            Ok(crate::symbols::Lookup::Missing { why }) => {
+                searched.push(format!("{}: {why}", self.store.dir().display()));
+                Located::NotFound { searched }
+            }
+            Err(e) => {
+                searched.push(format!("{}: {e}", self.store.dir().display()));
+                Located::NotFound { searched }
+            }
+        }
+    }
 }
 
 /// The traces database, brought up to date first: lines in `<var dir>/journal` that the
@@ -87,7 +143,12 @@ fn database(cli: &Cli) -> Result<(Option<PathBuf>, Vec<String>, bool), Postmorte
 /// A dump that cannot be walked (truncated, malformed, unreadable); an unknown boot; no
 /// database when no `--dump` is given; query failures.
 pub fn build(cli: &Cli, args: &PostmortemArgs) -> Result<(Report, bool), PostmortemError> {
-    let sources: Arc<dyn SymbolSource> = Arc::new(stores(args, &cli.var_dir));
+    let store = args
+        .symbol_store
+        .clone()
+        .unwrap_or_else(|| crate::symbols::Store::default_dir(&cli.var_dir));
+    let sources = symbol_source(stores(args), &store, &args.debuginfod)
+        .map_err(|e| PostmortemError::Symbols(Box::new(e)))?;
     let (db, notes, skipped) = database(cli)?;
 
     let mut journal = None;

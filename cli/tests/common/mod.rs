@@ -7,6 +7,7 @@
 use std::process::{Command, Output};
 
 pub mod chromium;
+pub mod server;
 
 /// `dispatchctl` with the test's `DISPATCH_*` variables removed; the caller adds the rest.
 pub fn dispatchctl_command() -> Command {
