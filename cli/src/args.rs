@@ -227,7 +227,7 @@ pub struct CrashesArgs {
     #[arg(long, value_name = "ID")]
     pub boot: Option<String>,
     /// Where the crash monitor writes dumps; a dump not at its recorded path is looked for
-    /// here by file name [default: <var dir>/crashes].
+    /// here by file name (default: `<var dir>/crashes`).
     #[arg(long, global = true, env = "DISPATCH_CRASH_DIR", value_name = "DIR")]
     pub crash_dir: Option<PathBuf>,
     /// `send`.

@@ -265,3 +265,49 @@ fn unknown_ends_panics_and_oom_kills_are_abnormal_and_grouped() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--boot ffffffff-nope: no such boot"));
 }
+
+#[test]
+fn a_symbolicated_dump_is_signed_by_its_stack_and_the_signature_cached() {
+    // The Rust fixture dump with inlined frames, its Breakpad symbols as the var dir's store
+    // (a symlink to the shared fixture, not a copy).
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/minidumps");
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("crashes")).unwrap();
+    std::os::unix::fs::symlink(format!("{fixtures}/symbols"), d.path().join("symbols")).unwrap();
+    let dump = format!("{fixtures}/dumps/pipeline-inlines-macos-segv.dmp");
+    let a = Boot::new(
+        1,
+        T0_MS,
+        MIN,
+        End::Crash { dump_signal: "SIGSEGV", exit_signal: "SIGSEGV", minidump: Some(dump) },
+    );
+    let b = Boot::new(
+        2,
+        a.end_ms() + 10,
+        MIN,
+        End::Crash {
+            dump_signal: "SIGSEGV",
+            exit_signal: "SIGSEGV",
+            minidump: Some(format!("{fixtures}/dumps/linux-mini.dmp")),
+        },
+    );
+    journal::write(
+        &d.path().join("journal"),
+        &[a, b.clone(), Boot::new(3, b.end_ms() + 10, MIN, End::Nothing)],
+    );
+    for run in 0..2 {
+        let v = json(d.path());
+        let e = &v["exits"][0];
+        assert_eq!(e["signature"], "sadness_generator::raise_segfault", "run {run}: {v:#}");
+        assert_eq!(e["signature_source"], "stack");
+        // No symbols for the Linux dump: its signature is the signal's, and it is said.
+        assert_eq!(v["exits"][1]["signature"], "SIGSEGV | <unknown>");
+        assert_eq!(v["exits"][1]["signature_source"], "signal");
+        assert!(
+            v["notes"][0].as_str().unwrap().starts_with("1 dump on disk gave no stack signature")
+        );
+    }
+    let cache = std::fs::read_to_string(d.path().join("crashes/signatures.json")).unwrap();
+    assert!(cache.contains("sadness_generator::raise_segfault"), "{cache}");
+    assert!(!cache.contains("linux-mini"), "a dump with no stack signature is not cached: {cache}");
+}

@@ -6,8 +6,7 @@
 //! An entry is keyed by the dump's file name, size and modification time, the state of the
 //! symbol store ([`symbols_stamp`]: adding symbols for a build changes it) and
 //! [`super::signature::RULES_VERSION`]. Only signatures that came from a stack are kept: a
-//! dump that gave none is walked again next time, so symbols added later (or a walker wired
-//! in later) are used at once. The cache is best effort: one that cannot be read or written
+//! dump that gave none is walked again next time, so symbols stored later are used at once. The cache is best effort: one that cannot be read or written
 //! is ignored (the crash directory may belong to the server's user).
 
 use std::collections::BTreeMap;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::history::{End, EndKind};
-use super::signature::{self, Frame};
+use super::signature::{self, Frame, Trust};
 
 /// A crash record's minidump and whether it is still on disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -41,16 +41,41 @@ pub fn locate(recorded: &str, crash_dir: &Path) -> DumpFile {
     }
 }
 
-/// The crashing thread of `dump`, walked and symbolicated against `symbols` (the symbol
-/// store), innermost frame first with inlined frames expanded; `None` when the dump cannot be
-/// walked or symbolicated.
+/// The crashing thread of `dump`, walked and symbolicated against the Breakpad symbol store
+/// `symbols` (id-checked: `<debug file>/<DEBUG ID>/<name>.sym`), innermost frame first with
+/// inlined frames expanded; `None` when the dump cannot be walked (truncated, malformed) or
+/// names no crashing thread. Frames without symbols come back unnamed, and
+/// [`signature::from_frames`] skips them.
 ///
-/// **The seam to the post-mortem engine** (`crate::postmortem::analyze_dump(path, sources)`,
-/// not on this branch yet): until it is wired in, this returns `None` for every dump, and
-/// every signature falls back to the panic or the signal, saying so (`source`).
+/// The walk is the post-mortem engine's ([`crate::postmortem::analyze_dump`]), so `crashes`
+/// and `postmortem` name the same frames.
 pub fn crashing_thread(dump: &Path, symbols: &Path) -> Option<Vec<Frame>> {
-    let _ = (dump, symbols);
-    None
+    use crate::postmortem::{BreakpadStores, SymbolSource, analyze_dump, model};
+    let store: std::sync::Arc<dyn SymbolSource> =
+        std::sync::Arc::new(BreakpadStores::new(vec![symbols.to_path_buf()]));
+    let analysis = analyze_dump(dump, store).ok()?;
+    analysis.crashing()?;
+    let trust = |t: model::Trust| match t {
+        model::Trust::Context => Trust::Context,
+        model::Trust::Prewalked => Trust::Prewalked,
+        model::Trust::Cfi => Trust::Cfi,
+        model::Trust::FramePointer => Trust::FramePointer,
+        model::Trust::CfiScan => Trust::CfiScan,
+        model::Trust::Scan => Trust::Scan,
+        model::Trust::None => Trust::None,
+    };
+    Some(
+        analysis
+            .crashing_frames()
+            .into_iter()
+            .map(|f| Frame {
+                function: f.function,
+                module: f.module,
+                module_offset: f.module_offset,
+                trust: trust(f.trust),
+            })
+            .collect(),
+    )
 }
 
 /// Where a signature came from.
@@ -115,7 +140,6 @@ pub fn sign(end: &End, frames: Option<&[Frame]>) -> (String, &'static str) {
 mod tests {
     use super::*;
     use crate::crashes::history::Panic;
-    use crate::crashes::signature::Trust;
 
     fn end(kind: EndKind) -> End {
         End {

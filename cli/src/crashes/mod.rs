@@ -6,7 +6,8 @@
 //!
 //! - [`history`]: which boots ended abnormally, grouping, crash-loop detection.
 //! - [`signature`]: Socorro-style signatures of a crashing thread's frames.
-//! - [`dump`]: where a dump is now, the seam to the stack walker, the signature of an end.
+//! - [`dump`]: where a dump is now, its crashing thread (walked by the post-mortem engine),
+//!   the signature of an end.
 //! - [`cache`]: stack signatures already computed, per dump and symbol store state.
 //! - [`render`]: the table for people and the JSON document.
 //! - [`sentry`]: DSN, multipart upload, and the record of what was sent.
