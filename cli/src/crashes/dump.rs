@@ -41,7 +41,7 @@ pub fn locate(recorded: &str, crash_dir: &Path) -> DumpFile {
     }
 }
 
-/// The crashing thread of `dump`, walked and symbolicated against the Breakpad symbol store
+/// The crashing thread of `dump`, walked and symbolicated against the build-id symbol store
 /// `symbols` (id-checked: `<debug file>/<DEBUG ID>/<name>.sym`), innermost frame first with
 /// inlined frames expanded; `None` when the dump cannot be walked (truncated, malformed) or
 /// names no crashing thread. Frames without symbols come back unnamed, and
@@ -50,9 +50,10 @@ pub fn locate(recorded: &str, crash_dir: &Path) -> DumpFile {
 /// The walk is the post-mortem engine's ([`crate::postmortem::analyze_dump`]), so `crashes`
 /// and `postmortem` name the same frames.
 pub fn crashing_thread(dump: &Path, symbols: &Path) -> Option<Vec<Frame>> {
-    use crate::postmortem::{BreakpadStores, SymbolSource, analyze_dump, model};
-    let store: std::sync::Arc<dyn SymbolSource> =
-        std::sync::Arc::new(BreakpadStores::new(vec![symbols.to_path_buf()]));
+    use crate::postmortem::{BreakpadStores, analyze_dump, model, symbol_source};
+    // The same sources as `postmortem`: the build-id store converts the server's self-copy on
+    // first use, and asks the servers of DEBUGINFOD_URLS for what it lacks.
+    let store = symbol_source(BreakpadStores::new(Vec::new()), symbols, &[]).ok()?;
     let analysis = analyze_dump(dump, store).ok()?;
     analysis.crashing()?;
     let trust = |t: model::Trust| match t {
