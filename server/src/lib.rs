@@ -36,6 +36,7 @@ pub mod limiter;
 pub mod message;
 pub mod provider;
 pub mod server;
+pub mod start_lock;
 pub mod state;
 pub mod store;
 pub mod sys;
