@@ -63,6 +63,9 @@ pub const SIM_MODEL: &str = "sim-1";
 pub const DEFAULT_PROVIDER_IDLE_TIMEOUT_MS: u64 = 60_000;
 /// Time in-flight turns get to finish after SIGTERM before they are sealed, milliseconds. Env: `DISPATCH_SHUTDOWN_GRACE_MS`.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
+/// Longest wait at start for the previous server's start lock on the store (`<store>.lock`),
+/// milliseconds; then the start fails naming the holder. Env: `DISPATCH_START_LOCK_WAIT_MS`.
+pub const DEFAULT_START_LOCK_WAIT_MS: u64 = 10_000;
 /// Period of `conversation.memory` records, milliseconds (0: off). Env: `DISPATCH_CONVERSATION_MEMORY_INTERVAL_MS`.
 pub const DEFAULT_CONVERSATION_MEMORY_INTERVAL_MS: u64 = 10_000;
 /// Conversations per `conversation.memory` round (largest histories first). Env: `DISPATCH_CONVERSATION_MEMORY_TOP`.
@@ -275,6 +278,10 @@ pub struct Config {
     /// Time in-flight turns get to finish after SIGTERM before they are sealed, milliseconds.
     #[arg(long, env = "DISPATCH_SHUTDOWN_GRACE_MS", default_value_t = DEFAULT_SHUTDOWN_GRACE_MS)]
     pub shutdown_grace_ms: u64,
+    /// Longest wait at start for the previous server to release the store's start lock
+    /// (`<store>.lock`), milliseconds; past it the start fails naming the holder's pid.
+    #[arg(long, env = "DISPATCH_START_LOCK_WAIT_MS", default_value_t = DEFAULT_START_LOCK_WAIT_MS)]
+    pub start_lock_wait_ms: u64,
     /// Period of conversation.memory records, milliseconds (0: off).
     #[arg(long, env = "DISPATCH_CONVERSATION_MEMORY_INTERVAL_MS", default_value_t = DEFAULT_CONVERSATION_MEMORY_INTERVAL_MS)]
     pub conversation_memory_interval_ms: u64,
@@ -288,6 +295,11 @@ pub struct Config {
     #[arg(long, env = "DISPATCH_BENCH_SAMPLER_OFF", default_value_t = false, hide = true, action = ArgAction::Set,
           value_parser = BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
     pub bench_sampler_off: bool,
+    /// Benchmarks only: after each memory sample, print the wall time of each of its steps to
+    /// stderr (`benches/sample_cost.rs` reads them).
+    #[arg(long, env = "DISPATCH_BENCH_SAMPLE_STEPS", default_value_t = false, hide = true, action = ArgAction::Set,
+          value_parser = BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
+    pub bench_sample_steps: bool,
     /// Print the man page (roff) to stdout and exit; for packagers.
     #[arg(long, hide = true)]
     pub print_man: bool,
@@ -353,11 +365,13 @@ impl Config {
             fault_tools: self.fault_tools,
             panic_backtrace: self.panic_backtrace,
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+            start_lock_wait: Duration::from_millis(self.start_lock_wait_ms),
             conversation_memory_interval: (self.conversation_memory_interval_ms > 0)
                 .then(|| Duration::from_millis(self.conversation_memory_interval_ms)),
             conversation_memory_top: self.conversation_memory_top,
             sample_interval: Duration::from_millis(self.sample_interval_ms.max(1)),
             sampler_enabled: !self.bench_sampler_off,
+            sample_steps_reported: self.bench_sample_steps,
         }
     }
 }
@@ -467,6 +481,8 @@ pub struct Settings {
     pub panic_backtrace: bool,
     /// SIGTERM grace period.
     pub shutdown_grace: Duration,
+    /// Longest wait at start for the store's start lock.
+    pub start_lock_wait: Duration,
     /// Period of `conversation.memory` records, if on.
     pub conversation_memory_interval: Option<Duration>,
     /// Conversations per `conversation.memory` round.
@@ -475,6 +491,8 @@ pub struct Settings {
     pub sample_interval: Duration,
     /// Whether the sampler runs (off only for benchmarks).
     pub sampler_enabled: bool,
+    /// Whether the sampler prints each sample's step timings to stderr (benchmarks only).
+    pub sample_steps_reported: bool,
 }
 
 impl Settings {

@@ -37,6 +37,7 @@ pub mod message;
 pub mod metrics;
 pub mod provider;
 pub mod server;
+pub mod start_lock;
 pub mod state;
 pub mod store;
 pub mod symbols;

@@ -4,14 +4,16 @@
 //! repairs the store and serves until SIGTERM/SIGINT. Everything else is in the library.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser as _;
+use dispatch_collector::CollectorError;
 use dispatch_journal::Record;
 use dispatch_journal::record::ProcessStop;
 use dispatch_server::collector::{CollectorState, CollectorStatus, EmbeddedCollector};
 use dispatch_server::config::Settings;
+use dispatch_server::start_lock::StartLock;
 use dispatch_server::state::Supervision;
 use dispatch_server::telemetry::{CrashMonitorStatus, OnFatalPanic};
 use dispatch_server::{Activity, AppState, Config, serve, stop_signal, telemetry};
@@ -89,6 +91,70 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The store's start lock, waiting up to `--start-lock-wait-ms` for a previous server, and
+/// saying so on stderr with the holder's pid.
+fn take_start_lock(settings: &Settings) -> anyhow::Result<StartLock> {
+    let wait = settings.start_lock_wait;
+    let acquired = StartLock::acquire(&settings.db, wait, |holder| {
+        eprintln!(
+            "dispatch-server: the conversation store {} is in use by {holder} (lock file \
+             {}.lock), most likely the previous server still stopping; waiting up to {} ms for \
+             it (--start-lock-wait-ms)",
+            settings.db.display(),
+            settings.db.display(),
+            wait.as_millis()
+        );
+    })
+    .map_err(|e| anyhow::anyhow!("{e} ({})", e.code()))?;
+    if let Some((holder, waited)) = &acquired.waited {
+        eprintln!(
+            "dispatch-server: {holder} released {} after {} ms; starting",
+            acquired.lock.path().display(),
+            waited.as_millis()
+        );
+    }
+    Ok(acquired.lock)
+}
+
+/// Starts the embedded collector. Its database lock held by a `dispatch-server` (one on
+/// another store, sharing the traces database, still stopping) is waited for until
+/// `deadline`; held by anything else (a standalone `dispatch-collector`, which does not go
+/// away), the error comes back at once and the server serves without it, as before.
+fn start_collector(
+    settings: &Settings,
+    deadline: Instant,
+) -> Result<EmbeddedCollector, CollectorError> {
+    let mut told = false;
+    loop {
+        match EmbeddedCollector::start(&settings.journal_dir, &settings.traces_db) {
+            Err(CollectorError::Locked { lock, holder })
+                if Instant::now() < deadline && held_by_a_server(&holder) =>
+            {
+                if !told {
+                    eprintln!(
+                        "dispatch-server: the traces database lock {} is held by {holder}, a \
+                         dispatch-server still stopping; waiting up to {} ms for it",
+                        lock.display(),
+                        deadline.saturating_duration_since(Instant::now()).as_millis()
+                    );
+                    told = true;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether a lock file's `pid N` names a live `dispatch-server` process.
+fn held_by_a_server(holder: &str) -> bool {
+    let Some(pid) = holder.strip_prefix("pid ").and_then(|p| p.trim().parse::<u32>().ok()) else {
+        return false;
+    };
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|comm| comm.trim_end().starts_with("dispatch-server"))
+}
+
 fn run(settings: Settings, supervised: Supervised) -> anyhow::Result<()> {
     let crash_monitor = CrashMonitorStatus::of(&supervised);
     // Under the monitor, `CrashBuilder::start` already asked for SIGTERM when it goes.
@@ -100,6 +166,11 @@ fn run(settings: Settings, supervised: Supervised) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&settings.var_dir)
         .with_context(|| format!("creating the var directory {}", settings.var_dir.display()))?;
+    // Before the journal, the store and the collector: a replacement started while the
+    // previous server is still stopping waits for it here (bounded) instead of failing on
+    // SQLite's `database is locked` or the collector's lock. Held until the process ends.
+    let start_deadline = Instant::now() + settings.start_lock_wait;
+    let _start_lock = take_start_lock(&settings)?;
     // Flags and their environment variables were read once, by clap: the builders get the
     // resolved values and do not read the environment again.
     let mut builder = JournalBuilder::new(&settings.journal_dir).service(settings.service.clone());
@@ -137,7 +208,7 @@ fn run(settings: Settings, supervised: Supervised) -> anyhow::Result<()> {
     };
     telemetry::install_panic_hooks(journal.clone(), settings.panic_backtrace, Some(on_fatal));
     let (collector, collector_status) = if settings.collector_enabled {
-        match EmbeddedCollector::start(&settings.journal_dir, &settings.traces_db) {
+        match start_collector(&settings, start_deadline) {
             Ok(c) => {
                 let status = c.status();
                 (Some(c), status)
@@ -159,6 +230,7 @@ fn run(settings: Settings, supervised: Supervised) -> anyhow::Result<()> {
         let sampler = SamplerBuilder::new()
             .interval(settings.sample_interval)
             .load_source(activity.clone())
+            .report_steps(settings.sample_steps_reported)
             .start(journal.clone())
             .context("starting the memory sampler")?;
         Some(sampler)

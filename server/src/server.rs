@@ -12,6 +12,11 @@ use crate::state::AppState;
 
 /// Extra time, after sealing, for sealed turns to store their end and for connections to close.
 pub const DRAIN_AFTER_SEAL: Duration = Duration::from_secs(5);
+/// Longest a server whose crash monitor is gone takes to stop, from the monitor's death
+/// (SIGTERM through `PR_SET_PDEATHSIG`) to its exit: past it the process exits at once. Below
+/// the default start-lock wait (`DEFAULT_START_LOCK_WAIT_MS`, 10 s), so a replacement started
+/// right after the monitor's death outwaits it.
+pub const ORPHAN_STOP_BOUND: Duration = Duration::from_secs(8);
 const POLL: Duration = Duration::from_millis(20);
 
 /// How serving ended.
@@ -96,8 +101,23 @@ pub async fn serve(
             Some(Err(e)) => Err(std::io::Error::other(e.to_string())),
         };
     };
-    // In-flight turns get the grace period to finish, then are sealed.
-    let deadline = Instant::now() + state.settings.shutdown_grace;
+    // In-flight turns get the grace period to finish, then are sealed. Not when the crash
+    // monitor is gone: this server is unsupervised, and the service manager's replacement is
+    // waiting for our start lock, so turns are sealed at once and the stop is bounded.
+    let grace = if state.crash_monitor.monitor_gone() {
+        eprintln!(
+            "dispatch-server: the crash monitor (pid {}) is gone; sealing {} in-flight turns now \
+             and stopping within {} s",
+            state.crash_monitor.monitor_pid.unwrap_or(0),
+            state.activity.running(),
+            ORPHAN_STOP_BOUND.as_secs()
+        );
+        exit_after(ORPHAN_STOP_BOUND);
+        Duration::ZERO
+    } else {
+        state.settings.shutdown_grace
+    };
+    let deadline = Instant::now() + grace;
     while state.activity.running() > 0 && Instant::now() < deadline {
         tokio::time::sleep(POLL).await;
     }
@@ -116,6 +136,22 @@ pub async fn serve(
         h.abort();
     }
     Ok(StopReport { reason, turns_sealed })
+}
+
+/// The bound of a stop: a thread that ends the process `after` from now if it is still
+/// running (a drain or a final flush that hangs). Exit status 1, said on stderr.
+fn exit_after(after: Duration) {
+    let spawned = std::thread::Builder::new().name("dispatch-stop-bound".into()).spawn(move || {
+        std::thread::sleep(after);
+        eprintln!(
+            "dispatch-server: still stopping {} s after the crash monitor's death; exiting now",
+            after.as_secs()
+        );
+        std::process::exit(1);
+    });
+    if let Err(e) = spawned {
+        eprintln!("dispatch-server: starting the stop-bound thread: {e}");
+    }
 }
 
 /// A Unix socket listener that serves only peers whose uid (SO_PEERCRED) is allowed.

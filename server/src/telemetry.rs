@@ -76,6 +76,8 @@ pub struct CrashMonitorStatus {
     /// Pings the monitor's dump thread, so [`CrashMonitorStatus::as_str`] says `detached`
     /// once it stopped answering.
     pub probe: Option<dispatch_telemetry::crash::MonitorProbe>,
+    /// The monitor's pid, when this process is a monitor's child.
+    pub monitor_pid: Option<u32>,
 }
 
 impl CrashMonitorStatus {
@@ -85,7 +87,17 @@ impl CrashMonitorStatus {
             attached: supervised.is_monitored(),
             note: supervised.note().map(str::to_owned),
             probe: supervised.probe().cloned(),
+            monitor_pid: supervised.monitor_pid(),
         }
+    }
+
+    /// Whether the monitor that started this process is gone (killed on its own: this
+    /// process was re-parented, and got SIGTERM through `PR_SET_PDEATHSIG`). A server in that
+    /// state runs unsupervised, and a service manager is about to start a replacement that
+    /// waits for this one's start lock: it stops at once instead of giving turns the grace
+    /// period.
+    pub fn monitor_gone(&self) -> bool {
+        dispatch_telemetry::crash::monitor_gone(self.monitor_pid)
     }
 
     /// Not supervised at all (the library used without the binary's `main`, as in tests).
@@ -94,6 +106,7 @@ impl CrashMonitorStatus {
             attached: false,
             note: Some("not started through dispatch-server's main (no crash monitor)".into()),
             probe: None,
+            monitor_pid: None,
         }
     }
 
@@ -127,6 +140,11 @@ pub fn process_start(settings: &Settings, crash: &CrashMonitorStatus) -> Process
     config.insert("tool_sandbox".into(), sandbox.describe().into());
     if let Some(note) = &crash.note {
         config.insert("crash_monitor_note".into(), note.clone().into());
+    }
+    // The arenas the sampler's jemalloc epoch merges (`narenas:1` in malloc_conf plus the
+    // huge-allocation arena: 2, unless an operator overrode it with `_RJEM_MALLOC_CONF`).
+    if let Some(arenas) = dispatch_telemetry::memory::jemalloc::arenas() {
+        config.insert("jemalloc_arenas".into(), arenas.into());
     }
     let read = |p: &str| {
         std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())

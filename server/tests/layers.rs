@@ -13,6 +13,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("limiter", 0),
     ("sys", 0),
     ("token", 0),
+    ("start_lock", 0),
     ("store", 1),
     ("tools", 1),
     ("faults", 1),

@@ -36,6 +36,9 @@ async fn the_server_binary_journals_memory_samples() {
     let build_id = start["build_id"].as_str().expect("a GNU build-id");
     assert!(build_id.len() >= 16 && build_id.bytes().all(|b| b.is_ascii_hexdigit()), "{build_id}");
     assert_eq!(start["config"]["provider"], "sim");
+    // `malloc_conf`'s one arena (plus jemalloc's huge-allocation arena), which keeps the
+    // sampler's epoch cheap (docs/BENCHMARKS.md, "Sample cost in the server").
+    assert_eq!(start["config"]["jemalloc_arenas"], 2, "narenas:1 is in force: {start}");
 
     // `malloc_conf` was applied: background purge threads exist only with background_thread:true.
     let threads = wait_for("jemalloc's background thread", || {

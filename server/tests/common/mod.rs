@@ -68,9 +68,25 @@ impl ServerProcess {
 
     /// [`ServerProcess::start`] with extra environment variables.
     pub fn start_with_env(var: &Path, args: &[&str], envs: &[(&str, &str)]) -> ServerProcess {
+        ServerProcess::start_binary(
+            Path::new(env!("CARGO_BIN_EXE_dispatch-server")),
+            var,
+            args,
+            envs,
+        )
+    }
+
+    /// [`ServerProcess::start_with_env`] of another build of the server (the release binary
+    /// of [`release_server`], a saved binary in a benchmark).
+    pub fn start_binary(
+        binary: &Path,
+        var: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> ServerProcess {
         let addr_file = var.join("addr");
         let _ = std::fs::remove_file(&addr_file);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dispatch-server"));
+        let mut cmd = Command::new(binary);
         for (k, _) in std::env::vars() {
             if k.starts_with("DISPATCH_") {
                 cmd.env_remove(k);
@@ -368,4 +384,50 @@ pub fn sse(events: Vec<String>) -> axum::response::Response {
 /// One SSE `data:` event carrying `v`.
 pub fn data(v: Value) -> String {
     format!("data: {v}\n\n")
+}
+
+/// The release build of `dispatch-server`, for tests of behaviour the optimiser changes (the
+/// fault drills: a recursion the optimiser turned into a loop never overflowed).
+///
+/// Runs `cargo build --release -p dispatch-server --bin dispatch-server` once per test
+/// process, into the target directory this test binary was built in (so `CARGO_TARGET_DIR`
+/// is respected), and returns `<target>/release/dispatch-server`. Cargo decides whether it is
+/// stale: when `.ci/run` built it before the tests (it does), this is a no-op of a second or
+/// two. The nested cargo does not wait on the outer `cargo test`: a profile's build directory
+/// lock is per profile (`target/debug` for the tests, `target/release` here).
+///
+/// # Panics
+/// When cargo is missing, the build fails, or the binary is not where cargo puts it; the
+/// message says what to run by hand.
+pub fn release_server() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            // <target>/<profile>/dispatch-server of this test's own build.
+            let target = Path::new(env!("CARGO_BIN_EXE_dispatch-server"))
+                .parent()
+                .and_then(Path::parent)
+                .expect("the debug binary lives in <target>/<profile>/")
+                .to_path_buf();
+            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let command = format!(
+                "cargo build --release -p dispatch-server --bin dispatch-server --target-dir {}",
+                target.display()
+            );
+            eprintln!("release_server: {command} (a no-op when .ci/run built it already)");
+            let status = Command::new(&cargo)
+                .args(["build", "--release", "-p", "dispatch-server", "--bin", "dispatch-server"])
+                .arg("--target-dir")
+                .arg(&target)
+                .current_dir(&workspace)
+                .stdin(Stdio::null())
+                .status()
+                .unwrap_or_else(|e| panic!("running {cargo:?} for `{command}`: {e}"));
+            assert!(status.success(), "`{command}` failed ({status}); run it by hand to see why");
+            let binary = target.join("release").join("dispatch-server");
+            assert!(binary.is_file(), "`{command}` succeeded but {} is missing", binary.display());
+            binary
+        })
+        .clone()
 }

@@ -211,16 +211,17 @@ impl CrashBuilder {
             child::die_with_monitor(monitor_pid);
             return match (std::env::var(ENV_SOCKET), monitor_pid) {
                 (Ok(socket), Some(pid)) => match child::attach(&socket, pid) {
-                    Ok(guard) => Supervised { boot, guard: Some(guard), note: None },
+                    Ok(guard) => Supervised { boot, guard: Some(guard), note: None, monitor_pid },
                     Err(e) => {
                         eprintln!("dispatch-telemetry: crash capture: {e}; no minidumps this run");
-                        Supervised { boot, guard: None, note: Some(e.to_string()) }
+                        Supervised { boot, guard: None, note: Some(e.to_string()), monitor_pid }
                     }
                 },
                 _ => Supervised {
                     boot,
                     guard: None,
                     note: Some("the monitor has no dump server; no minidumps this run".into()),
+                    monitor_pid,
                 },
             };
         }
@@ -229,6 +230,7 @@ impl CrashBuilder {
                 boot: crate::journal::new_boot_id(),
                 guard: None,
                 note: Some(format!("crash monitor disabled ({ENV_MONITOR}=off)")),
+                monitor_pid: None,
             };
         }
         monitor::run(&self)
@@ -241,6 +243,7 @@ pub struct Supervised {
     boot: String,
     guard: Option<ChildGuard>,
     note: Option<String>,
+    monitor_pid: Option<u32>,
 }
 
 impl Supervised {
@@ -257,6 +260,18 @@ impl Supervised {
     /// Why the process is not monitored, when it is not.
     pub fn note(&self) -> Option<&str> {
         self.note.as_deref()
+    }
+
+    /// The monitor's pid, when this process is a monitor's child.
+    pub fn monitor_pid(&self) -> Option<u32> {
+        self.monitor_pid
+    }
+
+    /// Whether this process was started by a monitor that is gone (its parent is no longer
+    /// the monitor: it was re-parented when the monitor died). The kernel also sends SIGTERM
+    /// then (`PR_SET_PDEATHSIG`); this tells that SIGTERM from one the service manager sent.
+    pub fn is_monitor_gone(&self) -> bool {
+        monitor_gone(self.monitor_pid)
     }
 
     /// The crash handler, for [`ChildGuard::dump_now`].
@@ -280,6 +295,29 @@ impl Supervised {
             Some(g) => g.probe().check(),
             None => Err(self.note.clone().unwrap_or_else(|| "not monitored".into())),
         }
+    }
+}
+
+/// Whether a process started by the monitor `monitor_pid` has lost it: its parent is no longer
+/// that pid, or that process has ended (gone, or a zombie). `false` for a process not started
+/// by a monitor (`None`).
+///
+/// Both, because the kernel's death signal comes when the thread that started the child
+/// exits, and while other threads of the monitor are still being killed the child is
+/// re-parented to one of them: `getppid` still names the monitor then, but the monitor's
+/// main thread is already a zombie.
+pub fn monitor_gone(monitor_pid: Option<u32>) -> bool {
+    let Some(monitor) = monitor_pid else { return false };
+    if std::os::unix::process::parent_id() != monitor {
+        return true;
+    }
+    match std::fs::read_to_string(format!("/proc/{monitor}/stat")) {
+        Err(_) => true,
+        // The state is the field after the parenthesised command name.
+        Ok(stat) => matches!(
+            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()),
+            Some("Z" | "X") | None
+        ),
     }
 }
 

@@ -14,6 +14,13 @@ use tikv_jemalloc_ctl::{epoch, epoch_mib, stats, thread};
 ///   second (jemalloc's default is 10 s dirty); RSS then tracks the working set.
 /// - `prof:true,prof_active:false,lg_prof_sample:19`: heap profiling compiled in and off,
 ///   switchable at run time (`prof.active`) without a restart; sampling every 512 KiB.
+/// - `narenas:1`: one arena instead of jemalloc's four per CPU. The sampler's `epoch` advance
+///   clears and merges the statistics of every arena, and on an idle server that merge was
+///   most of a sample's cost: 325 us of 410 with the default 8 arenas of a 2-core machine,
+///   74 us with one (docs/BENCHMARKS.md, "Sample cost in the server"); with the default it
+///   also grows with the host's CPU count. Thread caches serve most small allocations
+///   without the arena's lock; an operator who sees allocator contention on a many-core host
+///   can override it at start, `_RJEM_MALLOC_CONF=narenas:N` (jemalloc reads it after this).
 ///
 /// Export it under the prefixed symbol the tikv-jemalloc-sys build uses. jemalloc declares
 /// `const char *malloc_conf`, so the symbol must be a thin pointer to the first byte:
@@ -23,15 +30,22 @@ use tikv_jemalloc_ctl::{epoch, epoch_mib, stats, thread};
 /// #[unsafe(export_name = "_rjem_malloc_conf")]
 /// pub static malloc_conf: &u8 = &dispatch_telemetry::memory::jemalloc::MALLOC_CONF_C[0];
 /// ```
-pub const MALLOC_CONF: &str = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:1000,prof:true,prof_active:false,lg_prof_sample:19";
+pub const MALLOC_CONF: &str = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:1000,prof:true,prof_active:false,lg_prof_sample:19,narenas:1";
 
 /// [`MALLOC_CONF`] with its terminating NUL, ready for the `malloc_conf` symbol.
-pub const MALLOC_CONF_C: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:1000,prof:true,prof_active:false,lg_prof_sample:19\0";
+pub const MALLOC_CONF_C: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:1000,prof:true,prof_active:false,lg_prof_sample:19,narenas:1\0";
 
 /// The jemalloc version string, e.g. `5.3.0-0-g...`.
 pub fn version() -> Option<&'static str> {
     // mallctl hands back the C string with its terminating NUL.
     tikv_jemalloc_ctl::version::read().ok().map(|v| v.trim_end_matches('\0'))
+}
+
+/// jemalloc's arena count (`arenas.narenas`): the automatic arenas threads are spread over
+/// (`narenas`) plus the one it reserves for huge allocations (above `oversize_threshold`):
+/// 2 under [`MALLOC_CONF`], 9 with jemalloc's default on a 2-CPU host.
+pub fn arenas() -> Option<u32> {
+    tikv_jemalloc_ctl::arenas::narenas::read().ok()
 }
 
 /// MIBs for the statistics, looked up once.
@@ -59,17 +73,21 @@ impl Stats {
         })
     }
 
-    /// Advances the epoch once, then reads the figures.
-    pub(crate) fn read(&self) -> Option<JemallocStats> {
-        self.epoch.advance().ok()?;
-        Some(JemallocStats {
+    /// Advances the epoch once (jemalloc refreshes its merged statistics). Whether it did.
+    pub(crate) fn advance_epoch(&self) -> bool {
+        self.epoch.advance().is_ok()
+    }
+
+    /// Reads the six figures as of the last [`Stats::advance_epoch`].
+    pub(crate) fn read_stats(&self) -> JemallocStats {
+        JemallocStats {
             allocated: self.allocated.read().ok().map(|v| v as u64),
             active: self.active.read().ok().map(|v| v as u64),
             resident: self.resident.read().ok().map(|v| v as u64),
             mapped: self.mapped.read().ok().map(|v| v as u64),
             retained: self.retained.read().ok().map(|v| v as u64),
             metadata: self.metadata.read().ok().map(|v| v as u64),
-        })
+        }
     }
 }
 

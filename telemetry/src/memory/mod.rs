@@ -42,6 +42,7 @@ pub trait LoadSource: Send + Sync + 'static {
 pub struct SamplerBuilder {
     interval: Duration,
     load: Option<Arc<dyn LoadSource>>,
+    report_steps: bool,
 }
 
 impl Default for SamplerBuilder {
@@ -58,7 +59,7 @@ impl Sampler {
 impl SamplerBuilder {
     /// Every default, no load gauges.
     pub fn new() -> Self {
-        SamplerBuilder { interval: Sampler::DEFAULT_INTERVAL, load: None }
+        SamplerBuilder { interval: Sampler::DEFAULT_INTERVAL, load: None, report_steps: false }
     }
 
     /// Sample every `every` (at least 10 ms). Default: [`Sampler::DEFAULT_INTERVAL`]. Env:
@@ -70,6 +71,13 @@ impl SamplerBuilder {
     /// Where the `load` gauges come from. Default: none (the field is absent).
     pub fn load_source(self, source: Arc<dyn LoadSource>) -> Self {
         SamplerBuilder { load: Some(source), ..self }
+    }
+
+    /// Benchmarks only: after each sample, print the wall time of its steps
+    /// ([`SampleSteps::describe`]) and of its encode-and-write into the journal to stderr, one
+    /// line per sample. Default: off.
+    pub fn report_steps(self, on: bool) -> Self {
+        SamplerBuilder { report_steps: on, ..self }
     }
 
     /// Applies `DISPATCH_SAMPLE_INTERVAL_MS`.
@@ -98,15 +106,30 @@ impl SamplerBuilder {
         });
         let thread_shared = shared.clone();
         let interval = self.interval;
+        let report_steps = self.report_steps;
         let thread = std::thread::Builder::new()
             .name("dispatch-mem-sampler".into())
             .spawn(move || {
                 let s = thread_shared;
                 let mut next = Instant::now();
                 loop {
-                    let sample = probe.sample();
-                    journal.emit(Record::MemorySample(sample.clone()));
-                    *s.last.lock() = Some(sample);
+                    let (sample, steps) = probe.sample_with_steps();
+                    let cost_us = sample.cost_us;
+                    let record = Record::MemorySample(sample);
+                    let written = Instant::now();
+                    journal.emit_at(dispatch_journal::Timestamp::now(), &record);
+                    let written = written.elapsed();
+                    if report_steps {
+                        eprintln!(
+                            "dispatch-telemetry: sample steps (us): {} encode_write={:.1} cost_us={}",
+                            steps.describe(),
+                            written.as_nanos() as f64 / 1000.0,
+                            cost_us.unwrap_or(0)
+                        );
+                    }
+                    if let Record::MemorySample(sample) = record {
+                        *s.last.lock() = Some(sample);
+                    }
                     s.samples.fetch_add(1, Ordering::Relaxed);
                     next += interval;
                     let now = Instant::now();
@@ -252,22 +275,80 @@ impl MemoryProbe {
 
     /// Takes one sample now. With the `jemalloc` feature this advances the jemalloc epoch.
     pub fn sample(&mut self) -> MemorySample {
+        self.sample_with_steps().0
+    }
+
+    /// [`MemoryProbe::sample`], with the wall time of each step: the same code, so a
+    /// benchmark's breakdown is of what the sampler does. `cost_us` is the whole sample.
+    pub fn sample_with_steps(&mut self) -> (MemorySample, SampleSteps) {
         let t0 = Instant::now();
+        let mut steps = SampleSteps::default();
         let mut s = MemorySample::default();
-        self.proc.read_into(&mut s);
+        let mut lap = t0;
+        let mut split = |slot: &mut Duration| {
+            let now = Instant::now();
+            *slot = now - lap;
+            lap = now;
+        };
+        self.proc.read_statm(&mut s);
+        split(&mut steps.statm);
+        self.proc.read_status(&mut s);
+        split(&mut steps.status);
         #[cfg(feature = "jemalloc")]
         {
-            s.jemalloc = self.jemalloc.as_ref().and_then(|j| j.read());
+            s.jemalloc = self.jemalloc.as_ref().and_then(|j| {
+                let advanced = j.advance_epoch();
+                split(&mut steps.epoch);
+                let read = advanced.then(|| j.read_stats());
+                split(&mut steps.jemalloc_stats);
+                read
+            });
         }
         s.cgroup = self.cgroup.as_mut().and_then(|c| c.read());
+        split(&mut steps.cgroup);
         s.load = self.load.as_ref().map(|l| l.load());
+        split(&mut steps.load);
         s.uptime_ms = Some(self.origin.elapsed().as_millis() as u64);
         if let Some(j) = &self.journal {
             let d = j.take_dropped();
             s.dropped = (d > 0).then_some(d);
         }
         s.cost_us = Some(t0.elapsed().as_micros() as u64);
-        s
+        (s, steps)
+    }
+}
+
+/// Wall time of each step of one sample ([`MemoryProbe::sample_with_steps`]), in the order
+/// they run. A step that does not apply (no cgroup, no jemalloc) is near zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SampleSteps {
+    /// `pread` of `/proc/self/statm` and its parse.
+    pub statm: Duration,
+    /// `pread` of `/proc/self/status` and its parse.
+    pub status: Duration,
+    /// jemalloc `epoch` advance (jemalloc merges every arena's statistics here).
+    pub epoch: Duration,
+    /// The six jemalloc statistics through their MIBs.
+    pub jemalloc_stats: Duration,
+    /// The cgroup v2 `memory.*` files.
+    pub cgroup: Duration,
+    /// The host's load gauges ([`LoadSource::load`]).
+    pub load: Duration,
+}
+
+impl SampleSteps {
+    /// One line for people: each step in microseconds, with one decimal.
+    pub fn describe(&self) -> String {
+        let us = |d: Duration| d.as_nanos() as f64 / 1000.0;
+        format!(
+            "statm={:.1} status={:.1} epoch={:.1} jemalloc_stats={:.1} cgroup={:.1} load={:.1}",
+            us(self.statm),
+            us(self.status),
+            us(self.epoch),
+            us(self.jemalloc_stats),
+            us(self.cgroup),
+            us(self.load)
+        )
     }
 }
 

@@ -26,12 +26,16 @@ impl ProcSelf {
         })
     }
 
-    pub(super) fn read_into(&mut self, s: &mut MemorySample) {
-        // statm: size resident shared text lib data dt, in pages. pread at offset 0 makes
-        // procfs regenerate the file, so one descriptor serves every sample.
+    /// `rss` from statm: size resident shared text lib data dt, in pages. pread at offset 0
+    /// makes procfs regenerate the file, so one descriptor serves every sample.
+    pub(super) fn read_statm(&mut self, s: &mut MemorySample) {
         if let Some(n) = read_at0(&self.statm, &mut self.buf) {
             s.rss = parse_statm_resident(&self.buf[..n]).map(|p| p * self.page_size);
         }
+    }
+
+    /// `hwm`, `rss_anon`, `rss_file` and `threads` from status.
+    pub(super) fn read_status(&mut self, s: &mut MemorySample) {
         if let Some(f) = &self.status
             && let Some(n) = read_at0(f, &mut self.buf)
         {
@@ -58,25 +62,36 @@ pub(super) fn parse_statm_resident(b: &[u8]) -> Option<u64> {
     text.split_ascii_whitespace().nth(1)?.parse().ok()
 }
 
-/// `VmHWM`, `RssAnon`, `RssFile` (kB) and `Threads` from status.
+/// `VmHWM`, `RssAnon`, `RssFile` (kB) and `Threads` from status. On bytes, without UTF-8
+/// validation or per-line string splitting: the file is ~1.4 KB of ~55 lines and only four
+/// matter, so each line costs a first-byte test and, rarely, a prefix compare.
 pub(super) fn parse_status(b: &[u8], s: &mut MemorySample) {
-    let Ok(text) = std::str::from_utf8(b) else { return };
-    for line in text.lines() {
-        let Some((key, rest)) = line.split_once(':') else { continue };
-        let slot = match key {
-            "VmHWM" => &mut s.hwm,
-            "RssAnon" => &mut s.rss_anon,
-            "RssFile" => &mut s.rss_file,
-            "Threads" => &mut s.threads,
+    for line in b.split(|&c| c == b'\n') {
+        let (slot, rest) = match line.first() {
+            Some(b'V') if line.starts_with(b"VmHWM:") => (&mut s.hwm, &line[6..]),
+            Some(b'R') if line.starts_with(b"RssAnon:") => (&mut s.rss_anon, &line[8..]),
+            Some(b'R') if line.starts_with(b"RssFile:") => (&mut s.rss_file, &line[8..]),
+            Some(b'T') if line.starts_with(b"Threads:") => (&mut s.threads, &line[8..]),
             _ => continue,
         };
-        let mut parts = rest.split_ascii_whitespace();
-        let Some(v) = parts.next().and_then(|v| v.parse::<u64>().ok()) else { continue };
+        let mut parts = rest.split(u8::is_ascii_whitespace).filter(|p| !p.is_empty());
+        let Some(v) = parts.next().and_then(parse_u64) else { continue };
         *slot = Some(match parts.next() {
-            Some("kB") => v * 1024,
+            Some(b"kB") => v.saturating_mul(1024),
             _ => v,
         });
     }
+}
+
+/// A decimal `u64`; `None` for anything else (empty, a sign, other bytes, overflow).
+fn parse_u64(b: &[u8]) -> Option<u64> {
+    if b.is_empty() {
+        return None;
+    }
+    b.iter().try_fold(0u64, |acc, &c| {
+        let d = c.checked_sub(b'0').filter(|d| *d < 10)?;
+        acc.checked_mul(10)?.checked_add(u64::from(d))
+    })
 }
 
 #[cfg(test)]
@@ -97,5 +112,14 @@ mod tests {
         assert_eq!(s.rss_file, Some(256 * 1024));
         assert_eq!(s.threads, Some(7));
         assert_eq!(s.rss, None, "rss comes from statm, never from status");
+    }
+
+    #[test]
+    fn a_status_value_that_is_not_a_number_is_absent() {
+        let mut s = MemorySample::default();
+        parse_status(b"VmHWM:\t -5 kB\nRssAnon:\t\nRssFile:\t 99999999999999999999999 kB\nThreads:\t3x\nVmHWMx: 1\n", &mut s);
+        assert_eq!((s.hwm, s.rss_anon, s.rss_file, s.threads), (None, None, None, None));
+        parse_status(b"Threads:\t12", &mut s);
+        assert_eq!(s.threads, Some(12), "the last line needs no newline");
     }
 }
