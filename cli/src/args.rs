@@ -177,6 +177,8 @@ pub struct MemArgs {
 /// `dispatchctl postmortem`.
 #[derive(Debug, Args)]
 #[deny(missing_docs)]
+// The field docs are clap's `--help` text, where `<var dir>` reads as a placeholder, not HTML.
+#[allow(rustdoc::invalid_html_tags)]
 pub struct PostmortemArgs {
     /// Which boot: `latest` (the newest boot that ended abnormally) or a boot id (a unique
     /// prefix is enough). Default: latest; with --dump, the boot whose crash record names that

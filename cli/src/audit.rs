@@ -93,7 +93,7 @@ pub struct Audit {
     pub corrupt: u64,
     /// Lines of a newer schema version than this build reads.
     pub too_new: u64,
-    /// The first [`MAX_BAD_LINES_LISTED`] bad lines.
+    /// The first 50 bad lines (`MAX_BAD_LINES_LISTED`).
     pub bad_lines: Vec<BadLine>,
     /// Nothing found: no gaps, repeats, torn or corrupt lines, drops, and every boot sampled.
     pub ok: bool,

@@ -225,7 +225,7 @@ pub struct ModuleRow {
     /// What the symbol lookup did (absent when no frame needed this module).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub symbols: Option<SymbolOutcome>,
-    /// The same for people: "no symbols for <debug id>", "refused ...".
+    /// The same for people: "no symbols for `<debug id>`", "refused ...".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub symbols_note: Option<String>,
 }

@@ -4,7 +4,7 @@
 //! wrong code with confidence. So a module gets symbols only through its debug id (on Linux
 //! the first 16 bytes of the GNU build-id, age 0) or its code id (the full build-id), and the
 //! `.sym` file found must say the same id on its `MODULE` line before it is loaded. A module
-//! whose id matches nothing is shown as `module+0xoffset` with "no symbols for <debug id>".
+//! whose id matches nothing is shown as `module+0xoffset` with "no symbols for `<debug id>`".
 //!
 //! rust-minidump's native-debuginfo provider opens whatever file sits at the path recorded in
 //! the dump without comparing build-ids; it is not used (the `debuginfo` feature is off).
