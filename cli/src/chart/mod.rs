@@ -47,6 +47,7 @@ mod svg;
 mod terminal;
 
 pub use html::html;
+pub(crate) use svg::escape_xml;
 pub use svg::svg;
 pub use terminal::terminal;
 

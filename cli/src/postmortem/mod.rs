@@ -72,11 +72,17 @@ impl SymbolSource for StoreSource {
         let Some(debug_id) = module.debug_id.clone() else {
             return Located::NotFound { searched };
         };
-        let ids = crate::symbols::ModuleIds {
-            code_file: module.name().to_owned(),
-            debug_id,
-            code_id: module.code_id.clone(),
-        };
+        // The build-id store keys ELF builds: a code id that is a GNU build-id giving this
+        // debug id is passed on (it can ask debuginfod); any other (a Mach-O UUID, a PE
+        // timestamp) is left out, so the store is searched by the debug id alone, still
+        // checked against the `.sym`'s MODULE line.
+        let code_id = module.code_id.clone().filter(|c| {
+            dispatch_journal::symbols::normalize_build_id(c)
+                .and_then(|b| dispatch_journal::symbols::debug_id_from_build_id(&b))
+                .is_some_and(|d| d.eq_ignore_ascii_case(&debug_id))
+        });
+        let ids =
+            crate::symbols::ModuleIds { code_file: module.name().to_owned(), debug_id, code_id };
         match self.store.lookup(&ids, &self.remote) {
             Ok(crate::symbols::Lookup::Found(path)) => Located::Breakpad(path),
             Ok(crate::symbols::Lookup::Missing { why }) => {

@@ -531,20 +531,9 @@ pub fn html(r: &Report) -> String {
     out
 }
 
-/// HTML text and attribute escaping.
+/// HTML text and attribute escaping: the charts' (control characters become U+FFFD).
 pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    crate::chart::escape_xml(s)
 }
 
 #[cfg(test)]
