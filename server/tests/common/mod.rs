@@ -411,13 +411,16 @@ pub fn release_server() -> PathBuf {
                 .to_path_buf();
             let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            // Exactly `.ci/run`'s build (and the cli tests' release_binaries): building the
+            // server alone unifies other features for the shared dependencies, so it would
+            // rebuild them, on the one jobserver token a nested cargo gets.
             let command = format!(
-                "cargo build --release -p dispatch-server --bin dispatch-server --target-dir {}",
+                "cargo build --release -p dispatch-server -p dispatch-cli --bins --target-dir {}",
                 target.display()
             );
             eprintln!("release_server: {command} (a no-op when .ci/run built it already)");
             let status = Command::new(&cargo)
-                .args(["build", "--release", "-p", "dispatch-server", "--bin", "dispatch-server"])
+                .args(["build", "--release", "-p", "dispatch-server", "-p", "dispatch-cli", "--bins"])
                 .arg("--target-dir")
                 .arg(&target)
                 .current_dir(&workspace)
