@@ -420,7 +420,15 @@ pub fn release_server() -> PathBuf {
             );
             eprintln!("release_server: {command} (a no-op when .ci/run built it already)");
             let status = Command::new(&cargo)
-                .args(["build", "--release", "-p", "dispatch-server", "-p", "dispatch-cli", "--bins"])
+                .args([
+                    "build",
+                    "--release",
+                    "-p",
+                    "dispatch-server",
+                    "-p",
+                    "dispatch-cli",
+                    "--bins",
+                ])
                 .arg("--target-dir")
                 .arg(&target)
                 .current_dir(&workspace)
