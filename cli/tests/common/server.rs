@@ -12,43 +12,41 @@ use serde_json::Value;
 
 pub const ADMIN_TOKEN: &str = "drill-token-0123456789";
 
-/// The debug server binary, built once per test process from this workspace.
+#[path = "../../../server/tests/common/nested_cargo.rs"]
+mod nested_cargo;
+
+/// The debug server binary, built once per test process from this workspace with the README
+/// test command's flags, so that after `cargo test --workspace --all-features` it is a no-op
+/// and the uplifted `target/debug/dispatch-server` the server's own tests run stays theirs.
 pub fn server_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        build(&["-p", "dispatch-server", "--bin", "dispatch-server"]);
-        // target/debug/deps/<this test> -> target/debug/dispatch-server
-        let exe = std::env::current_exe().unwrap();
-        exe.parent().unwrap().parent().unwrap().join("dispatch-server")
+        let target = nested_cargo::build(
+            &workspace(),
+            &nested_cargo::target_of_this_test(),
+            nested_cargo::DEBUG_BINS,
+        );
+        target.join("debug/dispatch-server")
     })
 }
 
 /// The release `dispatch-server` and `dispatchctl`, built once per test process (profile
-/// `release`, `debug = "line-tables-only"`: what users run, with the symbols post-mortems need).
+/// `release`, `debug = "line-tables-only"`: what users run, with the symbols post-mortems need)
+/// by `.ci/run`'s own release command, so after it this is a no-op.
 pub fn release_binaries() -> &'static (PathBuf, PathBuf) {
     static BINS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     BINS.get_or_init(|| {
-        build(&["--release", "-p", "dispatch-server", "-p", "dispatch-cli", "--bins"]);
-        // target/debug/deps/<this test> -> target/release/...
-        let target = std::env::current_exe().unwrap();
-        let target = target.parent().unwrap().parent().unwrap().parent().unwrap();
+        let target = nested_cargo::build(
+            &workspace(),
+            &nested_cargo::target_of_this_test(),
+            nested_cargo::RELEASE_BINS,
+        );
         (target.join("release/dispatch-server"), target.join("release/dispatchctl"))
     })
 }
 
-/// `cargo build ARGS` for this workspace (nested in `cargo test`: it waits for nothing, the
-/// outer build is done by the time tests run).
-fn build(args: &[&str]) {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
-    let status = Command::new(cargo)
-        .arg("build")
-        .arg("--quiet")
-        .args(args)
-        .args(["--manifest-path", manifest])
-        .status()
-        .unwrap();
-    assert!(status.success(), "cargo build {args:?} for this test failed");
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 /// Waits for `cond`; a bound so a broken server fails the test instead of hanging it.

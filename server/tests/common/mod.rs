@@ -17,6 +17,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
+pub mod nested_cargo;
+
 /// Generous deadline for conditions a test waits for (never a timing assertion).
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -389,12 +391,12 @@ pub fn data(v: Value) -> String {
 /// The release build of `dispatch-server`, for tests of behaviour the optimiser changes (the
 /// fault drills: a recursion the optimiser turned into a loop never overflowed).
 ///
-/// Runs `cargo build --release -p dispatch-server --bin dispatch-server` once per test
-/// process, into the target directory this test binary was built in (so `CARGO_TARGET_DIR`
-/// is respected), and returns `<target>/release/dispatch-server`. Cargo decides whether it is
-/// stale: when `.ci/run` built it before the tests (it does), this is a no-op of a second or
-/// two. The nested cargo does not wait on the outer `cargo test`: a profile's build directory
-/// lock is per profile (`target/debug` for the tests, `target/release` here).
+/// Runs `.ci/run`'s release build ([`nested_cargo::RELEASE_BINS`]) once per test process,
+/// into the target directory this test binary was built in (so `CARGO_TARGET_DIR` is
+/// respected), and returns `<target>/release/dispatch-server`. Cargo decides whether it is
+/// stale: after `.ci/run`'s identical build it is a no-op (see [`nested_cargo`] for what made
+/// it rebuild before). The nested cargo does not wait on the outer `cargo test`: a profile's
+/// build directory lock is per profile (`target/debug` for the tests, `target/release` here).
 ///
 /// # Panics
 /// When cargo is missing, the build fails, or the binary is not where cargo puts it; the
@@ -403,41 +405,18 @@ pub fn release_server() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
-            // <target>/<profile>/dispatch-server of this test's own build.
-            let target = Path::new(env!("CARGO_BIN_EXE_dispatch-server"))
-                .parent()
-                .and_then(Path::parent)
-                .expect("the debug binary lives in <target>/<profile>/")
-                .to_path_buf();
             let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            // Exactly `.ci/run`'s build (and the cli tests' release_binaries): building the
-            // server alone unifies other features for the shared dependencies, so it would
-            // rebuild them, on the one jobserver token a nested cargo gets.
-            let command = format!(
-                "cargo build --release -p dispatch-server -p dispatch-cli --bins --target-dir {}",
-                target.display()
+            let target = nested_cargo::build(
+                &workspace,
+                &nested_cargo::target_of_this_test(),
+                nested_cargo::RELEASE_BINS,
             );
-            eprintln!("release_server: {command} (a no-op when .ci/run built it already)");
-            let status = Command::new(&cargo)
-                .args([
-                    "build",
-                    "--release",
-                    "-p",
-                    "dispatch-server",
-                    "-p",
-                    "dispatch-cli",
-                    "--bins",
-                ])
-                .arg("--target-dir")
-                .arg(&target)
-                .current_dir(&workspace)
-                .stdin(Stdio::null())
-                .status()
-                .unwrap_or_else(|e| panic!("running {cargo:?} for `{command}`: {e}"));
-            assert!(status.success(), "`{command}` failed ({status}); run it by hand to see why");
             let binary = target.join("release").join("dispatch-server");
-            assert!(binary.is_file(), "`{command}` succeeded but {} is missing", binary.display());
+            assert!(
+                binary.is_file(),
+                "the release build succeeded but {} is missing",
+                binary.display()
+            );
             binary
         })
         .clone()
