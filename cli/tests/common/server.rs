@@ -105,6 +105,8 @@ impl Server {
     /// `binary` in `var` with `args`, 100 ms samples, `DISPATCH_*` cleared.
     pub fn start_binary(binary: &Path, var: &Path, args: &[&str]) -> Server {
         let addr_file = var.join("addr");
+        // A restart in the same var dir: the previous boot's address is not this one's.
+        let _ = std::fs::remove_file(&addr_file);
         let mut cmd = Command::new(binary);
         for (k, _) in std::env::vars() {
             if k.starts_with("DISPATCH_") {

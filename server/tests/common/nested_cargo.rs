@@ -11,20 +11,25 @@
 //!   `cargo test --workspace --all-features`, so it rebuilt the server *without*
 //!   `alloc-tags` over the uplifted `target/debug/dispatch-server` that the server's own tests
 //!   then ran (and `telemetry_wired`'s tagged-allocator test timed out on a binary without
-//!   tags).
+//!   tags). Even `cargo build --workspace --all-features --bins` differs: `cargo test` unifies
+//!   the dev-dependencies' features too (tokio-rustls, rustix, ...), so it rebuilt 32 s of
+//!   crates in a cold CI run. Only a `cargo test` with the same flags builds the same bins.
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// The debug build, with the flags of the README's test command (`cargo test --workspace
-/// --all-features`, whose bins this reproduces exactly).
-pub const DEBUG_BINS: &[&str] = &["--workspace", "--all-features", "--bins"];
+/// The debug bins, built exactly as the README's test command (`cargo test --workspace
+/// --all-features`) builds them: that command with `--no-run`, narrowed to one small
+/// integration test of the server and one of the collector, whose packages' bins (the
+/// uplifted `target/debug/dispatch-server` and `dispatch-collector`) cargo builds for them.
+pub const DEBUG_BINS: &[&str] =
+    &["test", "--workspace", "--all-features", "--no-run", "--test", "layers", "--test", "query"];
 
 /// `.ci/run`'s release build of what users run.
 pub const RELEASE_BINS: &[&str] =
-    &["--release", "-p", "dispatch-server", "-p", "dispatch-cli", "--bins"];
+    &["build", "--release", "-p", "dispatch-server", "-p", "dispatch-cli", "--bins"];
 
 /// Variables cargo sets for the test process (not for cargo itself); none of them may reach
 /// the nested cargo.
@@ -35,14 +40,14 @@ fn set_by_cargo_for_tests(name: &str) -> bool {
     PREFIXES.iter().any(|p| name.starts_with(p)) || NAMES.contains(&name)
 }
 
-/// `cargo build ARGS --target-dir TARGET` of the workspace at `workspace`, with the test's own
-/// cargo-set variables removed. Returns `TARGET`.
+/// `cargo ARGS --target-dir TARGET` (a build: [`DEBUG_BINS`], [`RELEASE_BINS`]) of the
+/// workspace at `workspace`, with the test's own cargo-set variables removed. Returns `TARGET`.
 ///
 /// # Panics
 /// When cargo cannot be run or the build fails; the message is the command to run by hand.
 pub fn build(workspace: &Path, target: &Path, args: &[&str]) -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let shown = format!("cargo build {} --target-dir {}", args.join(" "), target.display());
+    let shown = format!("cargo {} --target-dir {}", args.join(" "), target.display());
     eprintln!("nested build: {shown} (a no-op when the same build ran before the tests)");
     let mut cmd = Command::new(&cargo);
     for (k, _) in std::env::vars_os() {
@@ -51,7 +56,6 @@ pub fn build(workspace: &Path, target: &Path, args: &[&str]) -> PathBuf {
         }
     }
     let status = cmd
-        .arg("build")
         .args(args)
         .arg("--target-dir")
         .arg(target)
