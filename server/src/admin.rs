@@ -7,8 +7,11 @@
 //!   the crash monitor writes the minidump and the `crash`/`exit` records. `panic-turn` makes
 //!   the next turn's task panic (that turn fails, the process stays up). `panic-thread` panics a
 //!   background thread (journaled, the process stays up). `leak` `{"mb_per_turn": N}` makes
-//!   every later turn retain N MiB for good (0 stops it); `alloc` `{"mb": N}` allocates and
-//!   touches N MiB now and keeps it.
+//!   every later turn retain N MiB for good (0 stops it; `"conversation": ID` limits it to that
+//!   conversation's turns); `alloc` `{"mb": N}` allocates and
+//!   touches N MiB now and keeps it. `stall` `{"seconds": N}` (at most 120) answers 200, then
+//!   blocks every runtime worker for N seconds (a blocking call inside async code), for the
+//!   stall watchdog.
 //! - `POST /admin/heap/{start|stop}`: switch jemalloc heap profiling (`prof.active`; compiled in
 //!   and started inactive through `malloc_conf`).
 //! - `GET /debug/pprof/heap`: dump a heap profile (`prof.dump`, jemalloc's text format, for
@@ -52,6 +55,9 @@ fn authorize(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<(), Api
 #[serde(deny_unknown_fields)]
 struct LeakRequest {
     mb_per_turn: u64,
+    /// Only this conversation's turns leak (absent: every turn).
+    #[serde(default)]
+    conversation: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,6 +65,15 @@ struct LeakRequest {
 struct AllocRequest {
     mb: u64,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StallRequest {
+    seconds: u64,
+}
+
+/// Longest `stall` fault, seconds.
+pub const MAX_STALL_SECONDS: u64 = 120;
 
 fn check_mb(mb: u64) -> Result<u64, ApiError> {
     if mb > MAX_FAULT_MB {
@@ -104,9 +119,18 @@ pub async fn fault(
             let req: LeakRequest = parse_body(&headers, body, limit, false)?
                 .ok_or_else(|| ApiError::InvalidRequest("a body {\"mb_per_turn\": N}".into()))?;
             let mb = check_mb(req.mb_per_turn)?;
-            state.faults.set_leak_mb_per_turn(mb);
-            eprintln!("dispatch-server: admin: fault leak: {mb} MiB retained per turn");
-            return Ok(answer(StatusCode::OK, json!({ "fault": name, "mb_per_turn": mb })));
+            eprintln!(
+                "dispatch-server: admin: fault leak: {mb} MiB retained per turn{}",
+                req.conversation
+                    .as_ref()
+                    .map_or(String::new(), |c| format!(" of conversation {c}"))
+            );
+            let conversation = req.conversation.clone();
+            state.faults.set_leak(mb, req.conversation);
+            return Ok(answer(
+                StatusCode::OK,
+                json!({ "fault": name, "mb_per_turn": mb, "conversation": conversation }),
+            ));
         }
         "alloc" => {
             let req: AllocRequest = parse_body(&headers, body, limit, false)?
@@ -121,6 +145,37 @@ pub async fn fault(
             return Ok(answer(
                 StatusCode::OK,
                 json!({ "fault": name, "mb": mb, "retained_bytes": retained }),
+            ));
+        }
+        "stall" => {
+            let req: StallRequest = parse_body(&headers, body, limit, false)?
+                .ok_or_else(|| ApiError::InvalidRequest("a body {\"seconds\": N}".into()))?;
+            if req.seconds > MAX_STALL_SECONDS {
+                return Err(ApiError::InvalidRequest(format!(
+                    "at most {MAX_STALL_SECONDS} seconds"
+                )));
+            }
+            let handle = tokio::runtime::Handle::current();
+            let workers = handle.metrics().num_workers();
+            let hold = std::time::Duration::from_secs(req.seconds);
+            eprintln!(
+                "dispatch-server: admin: fault stall: blocking all {workers} runtime workers for {} s",
+                req.seconds
+            );
+            // From another thread, after the answer has left: one blocking task per worker,
+            // from the injection queue, so each worker takes one.
+            std::thread::Builder::new()
+                .name("dispatch-fault".into())
+                .spawn(move || {
+                    std::thread::sleep(CRASH_DELAY);
+                    for _ in 0..workers {
+                        handle.spawn(async move { std::thread::sleep(hold) });
+                    }
+                })
+                .map_err(|e| ApiError::Internal(format!("starting the fault thread: {e}")))?;
+            return Ok(answer(
+                StatusCode::OK,
+                json!({ "fault": name, "seconds": req.seconds, "workers": workers }),
             ));
         }
         _ => return Err(ApiError::FaultNotFound(name)),
@@ -190,6 +245,26 @@ pub async fn pprof_heap(
         bytes,
     )
         .into_response())
+}
+
+/// Dumps a heap profile for `trigger` (`pressure`: before a pressure stop) into the var
+/// dir's `heap/` and journals its `heap.profile` record; returns the profile's path. Blocking.
+///
+/// # Errors
+/// Profiling is not compiled in, or the file cannot be written.
+pub fn dump_heap_profile_for(
+    state: &AppState,
+    trigger: &str,
+) -> Result<std::path::PathBuf, String> {
+    let dir = dispatch_journal::paths::VarDir::new(&state.settings.var_dir).heap_dir();
+    let (path, bytes) =
+        dump_heap_profile(&dir, state.journal.boot(), state.settings.heap_profile_budget_bytes)?;
+    state.journal.emit(Record::HeapProfile(HeapProfile {
+        path: Some(path.display().to_string()),
+        trigger: Some(trigger.to_owned()),
+        bytes: Some(bytes.len() as u64),
+    }));
+    Ok(path)
 }
 
 /// Dumps a heap profile into `dir` (created 0700) as `heap.<boot>.<n>.prof`, then keeps the

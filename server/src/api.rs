@@ -197,6 +197,12 @@ async fn start_turn(
     if state.activity.is_shutting_down() {
         return Err(ApiError::ShuttingDown);
     }
+    if let Err(r) = state.pressure.admit() {
+        return Err(ApiError::MemoryPressure {
+            figure_mib: r.figure >> 20,
+            limit_mib: r.limit >> 20,
+        });
+    }
     if !state.activity.limiter.admit() {
         return Err(ApiError::QueueFull { limit: state.activity.limiter.max_queue() });
     }
@@ -362,6 +368,14 @@ async fn health(State(state): State<AppState>) -> Response {
         "turns_in_flight": state.activity.limiter.in_flight(),
         "queue_depth": state.activity.limiter.queued(),
         "shutting_down": state.activity.is_shutting_down(),
+        "memory_pressure": {
+            "level": state.pressure.level().as_str(),
+            "bytes": state.pressure.figure(),
+            "soft_limit_bytes": state.pressure.limits().soft,
+            "hard_limit_bytes": state.pressure.limits().hard,
+            "limits_from": if state.pressure.limits().cgroup { "cgroup" } else { "flags" },
+            "turns_refused": state.pressure.refused(),
+        },
         "tool_sandbox": tool_sandbox,
         "telemetry": {
             "journal": if journal_ok { "ok" } else { "failing" },

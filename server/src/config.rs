@@ -66,6 +66,8 @@ pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 /// Longest wait at start for the previous server's start lock on the store (`<store>.lock`),
 /// milliseconds; then the start fails naming the holder. Env: `DISPATCH_START_LOCK_WAIT_MS`.
 pub const DEFAULT_START_LOCK_WAIT_MS: u64 = 10_000;
+/// Runtime-stall threshold, milliseconds (0: off). Env: `DISPATCH_STALL_THRESHOLD_MS`.
+pub const DEFAULT_STALL_THRESHOLD_MS: u64 = 10_000;
 /// Period of `conversation.memory` records, milliseconds (0: off). Env: `DISPATCH_CONVERSATION_MEMORY_INTERVAL_MS`.
 pub const DEFAULT_CONVERSATION_MEMORY_INTERVAL_MS: u64 = 10_000;
 /// Conversations per `conversation.memory` round (largest histories first). Env: `DISPATCH_CONVERSATION_MEMORY_TOP`.
@@ -130,6 +132,18 @@ pub struct Config {
     /// Byte budget of all journal segments [default: 2 GiB].
     #[arg(long, env = "DISPATCH_JOURNAL_BUDGET_BYTES")]
     pub journal_budget_bytes: Option<u64>,
+    /// Memory-pressure soft limit, bytes: at or above it new turns are refused (503, `Retry-After`) while
+    /// in-flight turns go on [default: the cgroup's memory.high; neither: off].
+    #[arg(long, env = "DISPATCH_MEMORY_SOFT_BYTES")]
+    pub memory_soft_bytes: Option<u64>,
+    /// Memory-pressure hard limit, bytes: at or above it in-flight turns are sealed and the process exits
+    /// with status 75 for its supervisor to restart [default: the cgroup's memory.max; neither: off].
+    #[arg(long, env = "DISPATCH_MEMORY_HARD_BYTES")]
+    pub memory_hard_bytes: Option<u64>,
+    /// Runtime-stall watchdog: no heartbeat from the async runtime for this long writes a `stall` record
+    /// and a live minidump, once per stall (0: off).
+    #[arg(long, env = "DISPATCH_STALL_THRESHOLD_MS", default_value_t = DEFAULT_STALL_THRESHOLD_MS)]
+    pub stall_threshold_ms: u64,
     /// Journal lines queued while the segment is busy before lines are dropped (and counted) [default: 4096].
     #[arg(long, env = "DISPATCH_JOURNAL_QUEUE_LINES")]
     pub journal_queue_lines: Option<usize>,
@@ -333,6 +347,10 @@ impl Config {
             journal_segment_bytes: self.journal_segment_bytes,
             journal_budget_bytes: self.journal_budget_bytes,
             journal_queue_lines: self.journal_queue_lines,
+            stall_threshold: (self.stall_threshold_ms > 0)
+                .then(|| Duration::from_millis(self.stall_threshold_ms)),
+            memory_soft_bytes: self.memory_soft_bytes,
+            memory_hard_bytes: self.memory_hard_bytes,
             tool_output_dir: self.tool_output_dir.unwrap_or_else(|| var.tool_output_dir()),
             var_dir: self.var_dir,
             provider: self.provider,
@@ -419,6 +437,12 @@ pub struct Settings {
     pub journal_budget_bytes: Option<u64>,
     /// Journal queue bound, when set.
     pub journal_queue_lines: Option<usize>,
+    /// Runtime-stall threshold, if the watchdog is on.
+    pub stall_threshold: Option<Duration>,
+    /// Memory-pressure soft limit set by flag or env (else the cgroup's `memory.high`).
+    pub memory_soft_bytes: Option<u64>,
+    /// Memory-pressure hard limit set by flag or env (else the cgroup's `memory.max`).
+    pub memory_hard_bytes: Option<u64>,
     /// Where full tool outputs are offloaded.
     pub tool_output_dir: PathBuf,
     /// Provider.

@@ -97,6 +97,17 @@ pub enum ApiError {
     /// The server is shutting down and takes no new turns.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The memory-pressure breaker refuses new turns (see [`crate::pressure`]).
+    #[error(
+        "memory pressure: {figure_mib} MiB in use, at or above the soft limit of {limit_mib} MiB; \
+         in-flight turns go on, new ones are refused until memory falls (retry later)"
+    )]
+    MemoryPressure {
+        /// The measured figure, MiB.
+        figure_mib: u64,
+        /// The soft limit, MiB.
+        limit_mib: u64,
+    },
     /// No route for this path.
     #[error("no such endpoint: {0}")]
     NoRoute(String),
@@ -108,7 +119,7 @@ pub enum ApiError {
     Unauthorized,
     /// No fault has this name.
     #[error(
-        "no fault named {0:?} (segfault, abort, stack-overflow, sigbus, sigill, panic-turn, panic-thread, leak, alloc)"
+        "no fault named {0:?} (segfault, abort, stack-overflow, sigbus, sigill, panic-turn, panic-thread, leak, alloc, stall)"
     )]
     FaultNotFound(String),
     /// jemalloc heap profiling failed.
@@ -137,6 +148,7 @@ impl ApiError {
             Self::TurnInProgress(_) => "turn_in_progress",
             Self::TurnNotRunning(_) => "turn_not_running",
             Self::QueueFull { .. } => "queue_full",
+            Self::MemoryPressure { .. } => "memory_pressure",
             Self::ShuttingDown => "shutting_down",
             Self::NoRoute(_) => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
@@ -173,7 +185,9 @@ impl ApiError {
             Self::HostNotAllowed(_) | Self::CrossOrigin(_) => StatusCode::FORBIDDEN,
             Self::HeapProfile(_) => StatusCode::CONFLICT,
             Self::TurnInProgress(_) | Self::TurnNotRunning(_) => StatusCode::CONFLICT,
-            Self::QueueFull { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::QueueFull { .. } | Self::ShuttingDown | Self::MemoryPressure { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Store(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -229,6 +243,12 @@ impl IntoResponse for ApiError {
         let mut response = (self.status(), Json(body)).into_response();
         if let Some(d) = detail {
             response.extensions_mut().insert(d);
+        }
+        if matches!(self, Self::MemoryPressure { .. }) {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(crate::pressure::RETRY_AFTER_S),
+            );
         }
         if matches!(self, Self::Unauthorized) {
             response.headers_mut().insert(

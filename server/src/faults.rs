@@ -18,6 +18,8 @@ pub(crate) const MIB: usize = 1024 * 1024;
 #[derive(Debug, Default)]
 pub struct Faults {
     leak_mb_per_turn: AtomicU64,
+    /// `leak` limited to this conversation's turns (none: every turn).
+    leak_only: Mutex<Option<String>>,
     panic_next_turn: AtomicBool,
     retained: Mutex<Vec<Vec<u8>>>,
     retained_bytes: AtomicU64,
@@ -25,17 +27,22 @@ pub struct Faults {
 
 impl Faults {
     /// Called at the start of every turn, inside the turn task's poll: panics when
-    /// `panic-turn` is armed (once), and retains `mb_per_turn` MiB when `leak` is on.
+    /// `panic-turn` is armed (once), and retains `mb_per_turn` MiB when `leak` is on (for this
+    /// conversation, when it was limited to one).
     ///
     /// # Panics
     /// On purpose, when `panic-turn` was armed.
-    pub fn on_turn_start(&self, turn: &str) {
+    pub fn on_turn_start(&self, conversation: &str, turn: &str) {
         if self.panic_next_turn.swap(false, Ordering::SeqCst) {
             panic!("fault injected: panic-turn (turn {turn})");
         }
         let mb = self.leak_mb_per_turn.load(Ordering::Relaxed);
         if mb > 0 {
-            self.retain(mb);
+            let only = self.leak_only.lock().unwrap_or_else(|p| p.into_inner());
+            if only.as_deref().is_none_or(|c| c == conversation) {
+                drop(only);
+                self.retain(mb);
+            }
         }
     }
 
@@ -46,6 +53,12 @@ impl Faults {
 
     /// Sets `leak`: every later turn retains `mb` MiB for good (0 stops it).
     pub fn set_leak_mb_per_turn(&self, mb: u64) {
+        self.set_leak(mb, None);
+    }
+
+    /// Sets `leak` for the turns of `conversation` only (none: every turn).
+    pub fn set_leak(&self, mb: u64, conversation: Option<String>) {
+        *self.leak_only.lock().unwrap_or_else(|p| p.into_inner()) = conversation;
         self.leak_mb_per_turn.store(mb, Ordering::Relaxed);
     }
 
@@ -127,12 +140,25 @@ mod tests {
     #[test]
     fn a_leaking_turn_retains_its_megabytes() {
         let faults = Faults::default();
-        faults.on_turn_start("t1");
+        faults.on_turn_start("c1", "t1");
         assert_eq!(faults.retained_bytes(), 0);
         faults.leak_mb_per_turn.store(2, Ordering::Relaxed);
-        faults.on_turn_start("t2");
-        faults.on_turn_start("t3");
+        faults.on_turn_start("c1", "t2");
+        faults.on_turn_start("c2", "t3");
         assert_eq!(faults.retained_bytes(), 4 * MIB as u64);
+    }
+
+    #[test]
+    fn a_leak_limited_to_one_conversation_spares_the_others() {
+        let faults = Faults::default();
+        faults.set_leak(1, Some("leaky".into()));
+        faults.on_turn_start("other", "t1");
+        assert_eq!(faults.retained_bytes(), 0);
+        faults.on_turn_start("leaky", "t2");
+        assert_eq!(faults.retained_bytes(), MIB as u64);
+        faults.set_leak(1, None);
+        faults.on_turn_start("other", "t3");
+        assert_eq!(faults.retained_bytes(), 2 * MIB as u64);
     }
 
     #[test]
@@ -140,6 +166,6 @@ mod tests {
     fn an_armed_panic_turn_panics_once() {
         let faults = Faults::default();
         faults.panic_next_turn.store(true, Ordering::SeqCst);
-        faults.on_turn_start("t9");
+        faults.on_turn_start("c9", "t9");
     }
 }

@@ -16,7 +16,7 @@ use dispatch_server::config::Settings;
 use dispatch_server::start_lock::StartLock;
 use dispatch_server::state::Supervision;
 use dispatch_server::telemetry::{CrashMonitorStatus, OnFatalPanic};
-use dispatch_server::{Activity, AppState, Config, serve, stop_signal, telemetry};
+use dispatch_server::{Activity, AppState, Config, pressure, serve, stall, stop_signal, telemetry};
 use dispatch_telemetry::crash::{CrashBuilder, PanicContext, Supervised};
 use dispatch_telemetry::journal::JournalBuilder;
 use dispatch_telemetry::memory::SamplerBuilder;
@@ -83,7 +83,7 @@ fn main() -> std::process::ExitCode {
         .enabled(settings.crash_monitor)
         .start();
     match run(settings, supervised) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("dispatch-server: error: {err:#}");
             std::process::ExitCode::from(2)
@@ -155,7 +155,9 @@ fn held_by_a_server(holder: &str) -> bool {
         .is_ok_and(|comm| comm.trim_end().starts_with("dispatch-server"))
 }
 
-fn run(settings: Settings, supervised: Supervised) -> anyhow::Result<()> {
+/// Serves until stopped; the exit status is 0, or [`pressure::EXIT_PRESSURE`] after a
+/// pressure stop.
+fn run(settings: Settings, supervised: Supervised) -> anyhow::Result<std::process::ExitCode> {
     let crash_monitor = CrashMonitorStatus::of(&supervised);
     // Under the monitor, `CrashBuilder::start` already asked for SIGTERM when it goes.
     if !supervised.is_monitored() {
@@ -226,10 +228,46 @@ fn run(settings: Settings, supervised: Supervised) -> anyhow::Result<()> {
         (None, CollectorStatus::new(CollectorState::Off))
     };
     let activity = Arc::new(Activity::new(settings.max_turns_in_flight, settings.max_queue_depth));
+    let limits = pressure::Limits::resolve(
+        settings.memory_soft_bytes,
+        settings.memory_hard_bytes,
+        dispatch_telemetry::memory::memory_limits(),
+    );
+    let breaker = pressure::Breaker::new(limits, journal.clone());
+    if limits.any() {
+        eprintln!("dispatch-server: memory pressure breaker: {}", limits.describe());
+        if !settings.sampler_enabled {
+            eprintln!(
+                "dispatch-server: WARNING: the memory pressure breaker reads the sampler's \
+                 figures; with the sampler off it never acts"
+            );
+        }
+    }
+    // The stall watchdog's live dump goes through the monitor's status connection.
+    let watchdog = settings.stall_threshold.map(|threshold| {
+        let probe = supervised.probe().cloned();
+        let dump: Option<stall::LiveDump> =
+            probe.map(|p| Box::new(move || p.live_dump()) as stall::LiveDump);
+        let gauge = activity.clone();
+        stall::Watchdog::new(
+            threshold,
+            journal.clone(),
+            dump,
+            Box::new(move || gauge.limiter.in_flight()),
+        )
+    });
     let sampler = if settings.sampler_enabled {
+        let observer = breaker.clone();
+        let stall_check = watchdog.clone();
         let sampler = SamplerBuilder::new()
             .interval(settings.sample_interval)
             .load_source(activity.clone())
+            .on_sample(Arc::new(move |sample| {
+                observer.observe(sample);
+                if let Some(w) = &stall_check {
+                    w.check(sample);
+                }
+            }))
             .report_steps(settings.sample_steps_reported)
             .start(journal.clone())
             .context("starting the memory sampler")?;
@@ -242,7 +280,8 @@ fn run(settings: Settings, supervised: Supervised) -> anyhow::Result<()> {
     };
     let addr = settings.addr;
     let addr_file = settings.addr_file.clone();
-    let supervision = Supervision { crash_monitor, collector: collector_status };
+    let supervision =
+        Supervision { crash_monitor, collector: collector_status, pressure: Some(breaker.clone()) };
     let (state, report) =
         AppState::start_supervised(settings, journal.clone(), activity, sampler, supervision)
             .context("starting the server")?;
@@ -294,6 +333,7 @@ fn run(settings: Settings, supervised: Supervised) -> anyhow::Result<()> {
         .build()
         .context("building the tokio runtime")?;
     let started = std::time::Instant::now();
+    let state_for_serve = state.clone();
     let stop = runtime.block_on(async move {
         let listener =
             tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
@@ -306,8 +346,28 @@ fn run(settings: Settings, supervised: Supervised) -> anyhow::Result<()> {
                 .with_context(|| format!("writing the address file {}", path.display()))?;
         }
         eprintln!("dispatch-server: listening on http://{bound}");
-        serve(state, listener, stop_signal()).await.context("serving")
+        if let Some(w) = watchdog {
+            tokio::spawn(w.heartbeat());
+        }
+        let stop = async move {
+            tokio::select! {
+                reason = stop_signal() => reason,
+                () = breaker.critical() => pressure::STOP_REASON.to_owned(),
+            }
+        };
+        serve(state_for_serve, listener, stop).await.context("serving")
     })?;
+    let pressure_stop = stop.reason == pressure::STOP_REASON;
+    if pressure_stop {
+        // What held the memory, for the post-mortem (jemalloc's samples since profiling was
+        // switched on; the file is there either way).
+        match dispatch_server::admin::dump_heap_profile_for(&state, "pressure") {
+            Ok(path) => {
+                eprintln!("dispatch-server: heap profile at the pressure stop: {}", path.display())
+            }
+            Err(e) => eprintln!("dispatch-server: no heap profile at the pressure stop: {e}"),
+        }
+    }
     journal.emit(Record::ProcessStop(ProcessStop {
         reason: Some(stop.reason.clone()),
         uptime_ms: Some(telemetry::uptime_ms(started)),
@@ -326,5 +386,13 @@ fn run(settings: Settings, supervised: Supervised) -> anyhow::Result<()> {
         }
     }
     eprintln!("dispatch-server: stopped ({}, {} turns sealed)", stop.reason, stop.turns_sealed);
-    Ok(())
+    if pressure_stop {
+        eprintln!(
+            "dispatch-server: exiting with status {} (memory pressure) for the supervisor to \
+             restart with an empty heap",
+            pressure::EXIT_PRESSURE
+        );
+        return Ok(std::process::ExitCode::from(pressure::EXIT_PRESSURE as u8));
+    }
+    Ok(std::process::ExitCode::SUCCESS)
 }

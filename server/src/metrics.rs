@@ -260,6 +260,33 @@ pub fn render(state: &AppState, process: &ProcessFigures, pipeline: &PipelineFig
         Some(a.outcomes.tokens.load(Ordering::Relaxed) as f64),
     );
 
+    // The memory-pressure breaker.
+    let p = &state.pressure;
+    m.one(
+        "dispatch_memory_pressure_level",
+        "Memory-pressure breaker level: 0 normal, 1 high (new turns refused), 2 critical (stopping).",
+        "gauge",
+        Some(f64::from(p.level() as u8)),
+    );
+    m.one(
+        "dispatch_memory_pressure_refused_total",
+        "Turns refused by the memory-pressure breaker.",
+        "counter",
+        Some(p.refused() as f64),
+    );
+    m.one(
+        "dispatch_memory_pressure_soft_limit_bytes",
+        "The breaker's soft limit (absent: none).",
+        "gauge",
+        f(p.limits().soft),
+    );
+    m.one(
+        "dispatch_memory_pressure_hard_limit_bytes",
+        "The breaker's hard limit (absent: none).",
+        "gauge",
+        f(p.limits().hard),
+    );
+
     // The telemetry pipeline.
     m.one(
         "dispatch_memory_samples_total",

@@ -114,6 +114,10 @@ pub async fn serve(
         );
         exit_after(ORPHAN_STOP_BOUND);
         Duration::ZERO
+    } else if reason == crate::pressure::STOP_REASON {
+        // At the hard limit every second of grace risks the kernel's OOM kill (no dump, no
+        // records): seal now.
+        Duration::ZERO
     } else {
         state.settings.shutdown_grace
     };

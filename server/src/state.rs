@@ -13,6 +13,7 @@ use crate::activity::Activity;
 use crate::collector::CollectorStatus;
 use crate::config::{ProviderKind, Settings};
 use crate::faults::Faults;
+use crate::pressure::{Breaker, Limits};
 use crate::provider::{OpenAiProvider, Provider, ProviderError, SimProvider};
 use crate::store::{RepairReport, Store, StoreError};
 use crate::telemetry::CrashMonitorStatus;
@@ -75,6 +76,8 @@ pub struct StateInner {
     pub crash_monitor: CrashMonitorStatus,
     /// The embedded collector's state (for `/health`).
     pub collector: CollectorStatus,
+    /// The memory-pressure breaker (for turn admission, `/health`, `/metrics`).
+    pub pressure: Arc<Breaker>,
     /// Fault injection state (admin API).
     pub faults: Faults,
     /// The token `/v1` requests must carry.
@@ -93,6 +96,8 @@ pub struct Supervision {
     pub crash_monitor: CrashMonitorStatus,
     /// The embedded collector's state.
     pub collector: CollectorStatus,
+    /// The memory-pressure breaker the sampler feeds (none: one without limits).
+    pub pressure: Option<Arc<Breaker>>,
 }
 
 impl Default for Supervision {
@@ -100,6 +105,7 @@ impl Default for Supervision {
         Supervision {
             crash_monitor: CrashMonitorStatus::unsupervised(),
             collector: CollectorStatus::default(),
+            pressure: None,
         }
     }
 }
@@ -189,6 +195,9 @@ impl AppState {
             fault_tools: settings.fault_tools,
             output_budget_bytes: settings.tool_output_budget_bytes,
         });
+        let pressure = supervision
+            .pressure
+            .unwrap_or_else(|| Breaker::new(Limits::default(), journal.clone()));
         let state = AppState(Arc::new(StateInner {
             settings,
             store,
@@ -200,6 +209,7 @@ impl AppState {
             started: Instant::now(),
             crash_monitor: supervision.crash_monitor,
             collector: supervision.collector,
+            pressure,
             faults: Faults::default(),
             api_token,
             api_token_created,

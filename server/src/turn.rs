@@ -462,7 +462,7 @@ async fn turn_body(
 ) -> Result<(), TurnError> {
     // Fault injection (admin API, off by default): here, inside the turn task's poll, so the
     // turn's `alloc_bytes` shows what it retains and the panic is the turn's own.
-    state.faults.on_turn_start(&t.turn);
+    state.faults.on_turn_start(&t.conversation, &t.turn);
     let conv = t.conversation.clone();
     let mut history = state.store.call(move |c| store::load_history(c, &conv)).await?;
     let mut history_bytes: u64 = history.iter().map(HistoryMessage::size_bytes).sum();

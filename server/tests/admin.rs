@@ -184,6 +184,17 @@ async fn a_leak_shows_in_each_turns_allocation_counts_and_alloc_keeps_memory() {
     let (status, out) =
         admin(&http, "POST", "/admin/fault/leak", Some(TOKEN), Some(json!({ "mb": 1 }))).await;
     assert_eq!(status, 400, "leak takes mb_per_turn: {out}");
+
+    // Limited to one conversation: only its turns retain memory.
+    let other = http.create_conversation().await;
+    let body = json!({ "mb_per_turn": 8, "conversation": c });
+    let (status, out) = admin(&http, "POST", "/admin/fault/leak", Some(TOKEN), Some(body)).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["conversation"], c.as_str());
+    let spared = turn(&http, &other, "size:200 rate:0").await["id"].as_str().unwrap().to_owned();
+    let hit = turn(&http, &c, "size:200 rate:0").await["id"].as_str().unwrap().to_owned();
+    assert!(retained(&spared) < 8 * MIB, "another conversation's turn: {}", retained(&spared));
+    assert!(retained(&hit) >= 8 * MIB, "the leaking conversation's turn: {}", retained(&hit));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,8 @@ const LAYERS: &[(&str, u32)] = &[
     ("sys", 0),
     ("token", 0),
     ("start_lock", 0),
+    ("pressure", 0),
+    ("stall", 0),
     ("store", 1),
     ("tools", 1),
     ("faults", 1),

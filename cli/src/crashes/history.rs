@@ -176,6 +176,10 @@ impl End {
                 if self.core_dumped == Some(true) { " (core dumped)" } else { "" }
             ),
             EndKind::Status => match self.status {
+                // The server's pressure recycle (server/src/pressure.rs, EXIT_PRESSURE).
+                Some(75) => "exit status 75: memory-pressure recycle (hard limit reached; turns \
+                             sealed, heap profile written)"
+                    .into(),
                 Some(s) => format!("exit status {s}"),
                 None => "ended with neither a status nor a signal recorded".into(),
             },

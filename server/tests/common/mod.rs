@@ -252,6 +252,44 @@ impl Http {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> (u16, Vec<u8>) {
+        let (status, _, body) = self.raw_with_headers(method, path, headers, body).await;
+        (status, body)
+    }
+
+    /// [`Http::raw`], with the response headers.
+    pub async fn raw_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (u16, hyper::HeaderMap, Vec<u8>) {
+        let resp = self.client.request(self.request(method, path, headers, body)).await.unwrap();
+        let status = resp.status().as_u16();
+        let response_headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+        (status, response_headers, body)
+    }
+
+    /// [`Http::raw`] to a server that may go away before it answers: the status, if any.
+    pub async fn try_raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Option<u16> {
+        let resp = self.client.request(self.request(method, path, headers, body)).await.ok()?;
+        Some(resp.status().as_u16())
+    }
+
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Request<Full<Bytes>> {
         let mut req = Request::builder().method(method).uri(format!("http://{}{path}", self.addr));
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -261,11 +299,7 @@ impl Http {
                 req = req.header("authorization", format!("Bearer {t}"));
             }
         }
-        let resp =
-            self.client.request(req.body(Full::new(Bytes::from(body))).unwrap()).await.unwrap();
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
-        (status, body)
+        req.body(Full::new(Bytes::from(body))).unwrap()
     }
 
     /// JSON request (`Content-Type: application/json` when there is a body).

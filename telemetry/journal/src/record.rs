@@ -389,14 +389,39 @@ opt! {
 opt! {
     /// `pressure`: the memory circuit breaker acted.
     pub struct Pressure {
-        /// `high` or `critical`.
+        /// `normal`, `high` or `critical`: the level after the action.
         level: String,
-        /// RSS at the time, bytes.
+        /// The measured figure, bytes: RSS, or the cgroup's `memory.current` when the limit is
+        /// the cgroup's.
         rss: u64,
-        /// The limit crossed, bytes.
+        /// The limit crossed (or, for `resume`, the soft limit), bytes.
         limit: u64,
-        /// `shed`, `refuse` or `recycle`.
+        /// `shed` (soft limit reached: new turns refused from now), `refuse` (a turn refused;
+        /// at most one record a second), `resume` (back below 90% of the soft limit),
+        /// `recycle` (hard limit: sealing and exiting with status 75).
         action: String,
+    }
+}
+
+opt! {
+    /// `stall`: the host's async runtime stopped answering its heartbeat (a blocked worker, a
+    /// deadlock), seen from the sampler's OS thread. One `begin` per stall, with a live
+    /// minidump of the still-running process; one `end` when the runtime beats again.
+    pub struct Stall {
+        /// `begin` or `end`.
+        phase: String,
+        /// Milliseconds since the runtime's last heartbeat (for `end`: the whole stall).
+        stalled_ms: u64,
+        /// The threshold that was crossed, milliseconds.
+        threshold_ms: u64,
+        /// Turns in flight when it was seen.
+        turns_in_flight: u64,
+        /// RSS at the last sample, bytes.
+        rss: u64,
+        /// The live minidump the crash monitor wrote (`begin`).
+        minidump: String,
+        /// Why there is no minidump (`begin`).
+        dump_error: String,
     }
 }
 
@@ -555,6 +580,8 @@ kinds! {
     Exit(Exit) = "exit", critical = true;
     /// `pressure`
     Pressure(Pressure) = "pressure", critical = true;
+    /// `stall`
+    Stall(Stall) = "stall", critical = true;
     /// `heap.profile`
     HeapProfile(HeapProfile) = "heap.profile", critical = false;
     /// `symbols.stored`

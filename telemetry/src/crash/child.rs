@@ -29,6 +29,16 @@ impl ChildGuard {
         )
     }
 
+    /// Asks the monitor for a minidump of this running process (a stall), over the status
+    /// connection: the process is paused while it is read and goes on. The scrubbed dump's
+    /// path, or why there is none.
+    ///
+    /// # Errors
+    /// As [`MonitorProbe::live_dump`].
+    pub fn live_dump(&self) -> Result<std::path::PathBuf, String> {
+        self.probe.live_dump()
+    }
+
     /// The status connection to the monitor's dump server ([`MonitorProbe::check`]).
     pub fn probe(&self) -> &MonitorProbe {
         &self.probe

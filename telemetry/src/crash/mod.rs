@@ -116,7 +116,7 @@ pub use scrub::{
     MIN_SECRET_BYTES, is_secret_name, scrub, scrub_dump_bytes, secret_args, secret_env_values,
     secret_shapes,
 };
-pub use server::{MAX_CONNECTIONS, MAX_MESSAGE_BYTES, MonitorProbe};
+pub use server::{LIVE_DUMP_TIMEOUT, MAX_CONNECTIONS, MAX_MESSAGE_BYTES, MonitorProbe};
 pub use signals::{CRASH_SIGNALS, signal_name};
 
 use crate::config::{ConfigError, env_parse, env_string};

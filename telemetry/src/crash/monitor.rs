@@ -12,7 +12,7 @@ use dispatch_journal::Record;
 use dispatch_journal::record::{Crash, Exit, HexU64};
 
 use super::append::BootJournal;
-use super::server::{DumpServer, Outcome, Stats};
+use super::server::{DumpPlace, DumpServer, Outcome, Stats};
 use super::signals::{CRASH_SIGNALS, FORWARDED_SIGNALS, signal_name};
 use super::{CrashBuilder, ENV_BOOT, ENV_MONITOR_PID, ENV_SOCKET, dump, scrub};
 use crate::journal::new_boot_id;
@@ -98,8 +98,11 @@ pub(crate) fn run(cfg: &CrashBuilder) -> ! {
         server
             .spawn(
                 pid,
-                cfg.dump_dir.clone(),
-                boot.clone(),
+                DumpPlace {
+                    dir: cfg.dump_dir.clone(),
+                    boot: boot.clone(),
+                    secrets: Arc::new(secrets.clone()),
+                },
                 outcome.clone(),
                 stats.clone(),
                 shutdown.clone(),

@@ -13,6 +13,8 @@
 //!   a header whose size disagrees with the packet, or an unknown kind closes that connection,
 //!   and nothing is ever allocated from a header;
 //! - a crash request is served only for the child's pid and one of its threads;
+//! - a live-dump request (a stall: the child is alive and stays alive) gets a dump of the
+//!   running child, scrubbed like a crash dump, whose path (or why not) is the answer;
 //! - no error on one connection ends the loop, and a panic inside it (minidump-writer on a
 //!   strange process) is caught and the loop goes on, keeping its connections.
 
@@ -39,6 +41,12 @@ pub(crate) const KIND_CRASH: u32 = 0;
 pub(crate) const KIND_CRASH_ACK: u32 = 1;
 pub(crate) const KIND_PING: u32 = 2;
 pub(crate) const KIND_PONG: u32 = 3;
+/// A dump of the running child, which goes on running (a stall); no payload.
+pub(crate) const KIND_LIVE_DUMP: u32 = 4;
+/// The answer: the scrubbed dump's path, or `error: <why>`, as UTF-8.
+pub(crate) const KIND_LIVE_DUMP_DONE: u32 = 5;
+/// Longest a live dump may take, from the child's request to the answer.
+pub const LIVE_DUMP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Refusals logged on stderr one by one; after that only counted.
 const LOGGED_REFUSALS: u64 = 20;
 
@@ -67,6 +75,14 @@ pub(crate) struct Stats {
     pub(crate) refused_messages: AtomicU64,
 }
 
+/// Where the dumps go: the directory, the boot they are named after, and the secrets masked
+/// in them.
+pub(crate) struct DumpPlace {
+    pub(crate) dir: PathBuf,
+    pub(crate) boot: String,
+    pub(crate) secrets: Arc<Vec<Vec<u8>>>,
+}
+
 /// The bound listener, before the child exists.
 pub(crate) struct DumpServer {
     listener: UnixSeqpacketListener,
@@ -86,12 +102,12 @@ impl DumpServer {
     pub(crate) fn spawn(
         self,
         child_pid: u32,
-        dir: PathBuf,
-        boot: String,
+        place: DumpPlace,
         outcome: Arc<Mutex<Outcome>>,
         stats: Arc<Stats>,
         stop: Arc<AtomicBool>,
     ) -> io::Result<std::thread::JoinHandle<()>> {
+        let DumpPlace { dir, boot, secrets } = place;
         let mut state = Serve {
             listener: self.listener,
             conns: Vec::new(),
@@ -102,6 +118,7 @@ impl DumpServer {
             boot,
             outcome,
             stats,
+            secrets,
         };
         std::thread::Builder::new().name("dispatch-crash-dumper".into()).spawn(move || {
             while !stop.load(Ordering::Relaxed) {
@@ -136,6 +153,8 @@ struct Serve {
     boot: String,
     outcome: Arc<Mutex<Outcome>>,
     stats: Arc<Stats>,
+    /// The monitor's secrets, masked in live dumps as in crash dumps.
+    secrets: Arc<Vec<Vec<u8>>>,
 }
 
 enum Next {
@@ -276,8 +295,43 @@ impl Serve {
                 self.write_dump(ctx);
                 self.reply(i, KIND_CRASH_ACK)
             }
+            KIND_LIVE_DUMP if size == 0 => {
+                let answer = match self.write_live_dump() {
+                    Ok(path) => path.display().to_string(),
+                    Err(e) => format!("error: {e}"),
+                };
+                let mut packet = header(KIND_LIVE_DUMP_DONE, answer.len() as u32).to_vec();
+                packet.extend_from_slice(answer.as_bytes());
+                match self.conns[i].send(&packet) {
+                    Ok(_) => Next::Keep,
+                    Err(_) => Next::Close,
+                }
+            }
             other => self.refuse(&format!("a message of unknown kind {other} ({size} bytes)")),
         }
+    }
+
+    /// A dump of the running child (blamed on its main thread; no crash context), scrubbed and
+    /// published as `<boot>-<ms>.dmp`. The child is stopped by ptrace while its threads are
+    /// read, then resumed.
+    fn write_live_dump(&self) -> Result<PathBuf, String> {
+        let (mut file, unscrubbed) = dump::create_dump_file(&self.dir, &self.boot)
+            .map_err(|e| format!("creating a dump file in {}: {e}", self.dir.display()))?;
+        let pid = self.child_pid as i32;
+        let cfg = minidump_writer::minidump_writer::MinidumpWriterConfig::new(pid, pid);
+        let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            cfg.write(&mut file).map(|_| ()).map_err(|e| e.to_string())
+        }))
+        .unwrap_or_else(|_| Err("minidump-writer panicked".into()))
+        .and_then(|()| file.sync_all().map_err(|e| format!("syncing the dump: {e}")));
+        drop(file);
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&unscrubbed);
+            return Err(format!("writing the live minidump failed: {e}"));
+        }
+        let (path, _masked) = super::scrub::scrub_file(&unscrubbed, &self.secrets)
+            .map_err(|e| format!("scrubbing the live minidump: {e}"))?;
+        Ok(path)
     }
 
     fn reply(&self, i: usize, kind: u32) -> Next {
@@ -361,6 +415,51 @@ impl MonitorProbe {
         Ok(MonitorProbe { conn: Arc::new(Mutex::new(Some(conn))) })
     }
 
+    /// Asks the monitor for a minidump of this (running) process, for a stall: the process is
+    /// stopped while its threads are read, then goes on. Waits up to [`LIVE_DUMP_TIMEOUT`].
+    ///
+    /// # Errors
+    /// The monitor is gone, did not answer in time, or could not write the dump (its reason).
+    pub fn live_dump(&self) -> Result<PathBuf, String> {
+        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(conn) = guard.as_ref() else {
+            return Err("the crash monitor's dump server closed the connection".into());
+        };
+        conn.send(&header(KIND_LIVE_DUMP, 0)).map_err(|e| format!("asking the monitor: {e}"))?;
+        let deadline = Instant::now() + LIVE_DUMP_TIMEOUT;
+        let mut buf = vec![0u8; HEADER_BYTES + 4096];
+        loop {
+            match conn.recv(&mut buf) {
+                Ok(0) => {
+                    *guard = None;
+                    return Err("the monitor closed the connection".into());
+                }
+                Ok(n) if n >= HEADER_BYTES && buf[..4] == KIND_LIVE_DUMP_DONE.to_ne_bytes() => {
+                    let answer = String::from_utf8_lossy(&buf[HEADER_BYTES..n]).into_owned();
+                    return match answer.strip_prefix("error: ") {
+                        Some(e) => Err(e.to_owned()),
+                        None => Ok(PathBuf::from(answer)),
+                    };
+                }
+                // A late pong of an earlier status check.
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                Err(e) => {
+                    *guard = None;
+                    return Err(format!("the monitor's connection failed: {e}"));
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "the monitor did not answer within {} s",
+                    LIVE_DUMP_TIMEOUT.as_secs()
+                ));
+            }
+        }
+    }
+
     /// Whether the monitor's dump thread answers a ping now (within [`MonitorProbe::TIMEOUT`]).
     /// Once the connection is closed (the dump server or the monitor is gone) it stays failed.
     ///
@@ -437,8 +536,11 @@ mod tests {
         let t = server
             .spawn(
                 child,
-                d.path().join("crashes"),
-                "boot".into(),
+                DumpPlace {
+                    dir: d.path().join("crashes"),
+                    boot: "boot".into(),
+                    secrets: Arc::new(Vec::new()),
+                },
                 outcome.clone(),
                 stats.clone(),
                 stop.clone(),

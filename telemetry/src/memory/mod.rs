@@ -43,7 +43,12 @@ pub struct SamplerBuilder {
     interval: Duration,
     load: Option<Arc<dyn LoadSource>>,
     report_steps: bool,
+    observer: Option<SampleObserver>,
 }
+
+/// Called on the sampler thread with each sample, after it is journaled (see
+/// [`SamplerBuilder::on_sample`]).
+pub type SampleObserver = Arc<dyn Fn(&MemorySample) + Send + Sync>;
 
 impl Default for SamplerBuilder {
     fn default() -> Self {
@@ -59,7 +64,12 @@ impl Sampler {
 impl SamplerBuilder {
     /// Every default, no load gauges.
     pub fn new() -> Self {
-        SamplerBuilder { interval: Sampler::DEFAULT_INTERVAL, load: None, report_steps: false }
+        SamplerBuilder {
+            interval: Sampler::DEFAULT_INTERVAL,
+            load: None,
+            report_steps: false,
+            observer: None,
+        }
     }
 
     /// Sample every `every` (at least 10 ms). Default: [`Sampler::DEFAULT_INTERVAL`]. Env:
@@ -78,6 +88,14 @@ impl SamplerBuilder {
     /// line per sample. Default: off.
     pub fn report_steps(self, on: bool) -> Self {
         SamplerBuilder { report_steps: on, ..self }
+    }
+
+    /// Hands each sample to `observer`, on the sampler thread, after it is journaled: how a
+    /// host reacts to its own memory (the server's pressure breaker) on the sampler's figures,
+    /// without a second epoch advance, and still when its async runtime is stuck. Keep it
+    /// cheap: the next sample waits for it.
+    pub fn on_sample(self, observer: SampleObserver) -> Self {
+        SamplerBuilder { observer: Some(observer), ..self }
     }
 
     /// Applies `DISPATCH_SAMPLE_INTERVAL_MS`.
@@ -107,6 +125,7 @@ impl SamplerBuilder {
         let thread_shared = shared.clone();
         let interval = self.interval;
         let report_steps = self.report_steps;
+        let observer = self.observer;
         let thread = std::thread::Builder::new()
             .name("dispatch-mem-sampler".into())
             .spawn(move || {
@@ -128,6 +147,9 @@ impl SamplerBuilder {
                         );
                     }
                     if let Record::MemorySample(sample) = record {
+                        if let Some(observe) = &observer {
+                            observe(&sample);
+                        }
                         *s.last.lock() = Some(sample);
                     }
                     s.samples.fetch_add(1, Ordering::Relaxed);
