@@ -60,7 +60,40 @@ fn dashboard_metrics() -> BTreeSet<String> {
         }
     }
     assert!(!names.is_empty(), "no metric found in {}", dir.display());
+    // The alert rules too (comments aside: they name an alert that is deliberately absent).
+    let rules = std::fs::read_to_string(dir.join("alerts.yml")).unwrap();
+    for line in rules.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        for word in line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("dispatch_") || word.starts_with("process_") {
+                names.insert(word.to_owned());
+            }
+        }
+    }
+    assert!(names.contains("dispatch_memory_pressure_level"), "the alert rules page on pressure");
     names
+}
+
+/// `promtool check rules` accepts the alert rules and `promtool test rules` passes their unit
+/// tests: a crash loop and shedding page, the working set's RSS climb does not.
+#[test]
+fn promtool_checks_the_alert_rules_and_runs_their_unit_tests() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards");
+    for args in [["check", "rules", "alerts.yml"], ["test", "rules", "alerts.test.yml"]] {
+        let out = Command::new(tool("promtool")).args(args).current_dir(&dir).output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let rules = std::fs::read_to_string(dir.join("alerts.yml")).unwrap();
+    let exprs: Vec<&str> = rules.lines().filter(|l| !l.trim_start().starts_with('#')).collect();
+    assert!(
+        !exprs.iter().any(|l| l.contains("predict_linear") || l.contains("deriv(")),
+        "no alert on a raw RSS slope (the predecessor's misread working set)"
+    );
 }
 
 fn collect_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
