@@ -174,3 +174,29 @@ fn a_segfaulted_server_in_a_moved_var_dir_gets_the_dump_and_the_journal_joined()
     let r = common::chromium::render(&page, &out.join("server-segv.png"), 1280, 2000);
     assert_eq!(r.console, Vec::<String>::new(), "console messages");
 }
+
+/// A live dump (the stall watchdog's, of a running server) reads as what it is: the process
+/// was alive and kept running, so the report does not call it a crash.
+#[test]
+fn a_stall_dump_of_a_running_server_is_not_reported_as_a_crash() {
+    let var = tempfile::tempdir().unwrap();
+    let mut server =
+        Server::start(var.path(), &["--admin-token", ADMIN_TOKEN, "--stall-threshold-ms", "1000"]);
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let (status, body) = server.post("/admin/fault/stall", ADMIN_TOKEN, r#"{"seconds": 3}"#);
+    assert_eq!(status, 200, "{body}");
+    let dump = wait_for("the stall record with its live dump", || {
+        let r = journal(var.path());
+        of_kind(&r, "stall").into_iter().find_map(|s| s["minidump"].as_str().map(str::to_owned))
+    });
+    let md = postmortem(var.path(), &["--dump", &dump]);
+    let headline = md.lines().find(|l| l.starts_with("**")).unwrap();
+    assert!(headline.contains("live dump"), "{headline}");
+    assert!(!headline.contains("crashed"), "{headline}");
+    let doc: Value =
+        serde_json::from_str(&postmortem(var.path(), &["--dump", &dump, "--format", "json"]))
+            .unwrap();
+    assert_eq!(doc["crash_info"]["type"], "DUMP_REQUESTED", "{}", doc["crash_info"]);
+    assert!(doc["threads"].as_array().unwrap().len() > 1, "every thread walked");
+    assert!(server.child.try_wait().unwrap().is_none(), "the server is still running");
+}

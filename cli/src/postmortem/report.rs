@@ -73,6 +73,13 @@ impl Report {
                     _ => String::new(),
                 })
                 .unwrap_or_default();
+            if reason == "DUMP_REQUESTED" {
+                // A dump asked of a live process (the stall watchdog's): it kept running.
+                return format!(
+                    "a live dump of the running process (DUMP_REQUESTED: not a crash, the \
+                     process went on), taken{top}: every thread's stack at that moment"
+                );
+            }
             return format!("crashed with {reason}{addr}{top}{uptime}");
         }
         if let Some(j) = j {
