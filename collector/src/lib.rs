@@ -383,10 +383,12 @@ fn write_loop(
         for marker in batch.markers.drain(..) {
             let segment = marker.with_extension("");
             if segment.exists() {
+                // 0600 like every file of the journal (`dispatchctl doctor` checks them all).
                 let made = std::fs::OpenOptions::new()
                     .create(true)
                     .truncate(false)
                     .write(true)
+                    .mode(0o600)
                     .custom_flags(libc::O_NOFOLLOW)
                     .open(&marker);
                 match made {

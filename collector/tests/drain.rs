@@ -247,6 +247,15 @@ fn drained_markers_appear_only_for_closed_fully_drained_segments() {
     assert_eq!(s.quarantined, 1);
     assert!(dir.path().join(format!("{last}.drained")).exists());
     assert!(!dir.path().join(format!("{next}.drained")).exists());
+    // Private like the segments they mark (the drill's doctor found them 0644).
+    use std::os::unix::fs::PermissionsExt as _;
+    for name in &names {
+        let mode = std::fs::metadata(dir.path().join(format!("{name}.drained")))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}.drained");
+    }
 }
 
 #[test]
