@@ -224,12 +224,18 @@ pub async fn pprof_heap(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, &uri)?;
-    let blocking = state.clone();
-    let (path, bytes) =
-        tokio::task::spawn_blocking(move || dump_heap_profile_for(&blocking, "manual"))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_err(ApiError::HeapProfile)?;
+    let dir = dispatch_journal::paths::VarDir::new(&state.settings.var_dir).heap_dir();
+    let boot = state.journal.boot().to_owned();
+    let budget = state.settings.heap_profile_budget_bytes;
+    let (path, bytes) = tokio::task::spawn_blocking(move || dump_heap_profile(&dir, &boot, budget))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::HeapProfile)?;
+    state.journal.emit(Record::HeapProfile(HeapProfile {
+        path: Some(path.display().to_string()),
+        trigger: Some("manual".into()),
+        bytes: Some(bytes.len() as u64),
+    }));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     Ok((
         [
@@ -242,15 +248,14 @@ pub async fn pprof_heap(
 }
 
 /// Dumps a heap profile for `trigger` (`pressure`: before a pressure stop) into the var
-/// dir's `heap/` and journals its `heap.profile` record; returns the profile's path and
-/// contents. Blocking. `GET /debug/pprof/heap` is the `manual` trigger.
+/// dir's `heap/` and journals its `heap.profile` record; returns the profile's path. Blocking.
 ///
 /// # Errors
 /// Profiling is not compiled in, or the file cannot be written.
 pub fn dump_heap_profile_for(
     state: &AppState,
     trigger: &str,
-) -> Result<(std::path::PathBuf, Vec<u8>), String> {
+) -> Result<std::path::PathBuf, String> {
     let dir = dispatch_journal::paths::VarDir::new(&state.settings.var_dir).heap_dir();
     let (path, bytes) =
         dump_heap_profile(&dir, state.journal.boot(), state.settings.heap_profile_budget_bytes)?;
@@ -259,7 +264,7 @@ pub fn dump_heap_profile_for(
         trigger: Some(trigger.to_owned()),
         bytes: Some(bytes.len() as u64),
     }));
-    Ok((path, bytes))
+    Ok(path)
 }
 
 /// Dumps a heap profile into `dir` (created 0700) as `heap.<boot>.<n>.prof`, then keeps the

@@ -362,7 +362,7 @@ fn run(settings: Settings, supervised: Supervised) -> anyhow::Result<std::proces
         // What held the memory, for the post-mortem (jemalloc's samples since profiling was
         // switched on; the file is there either way).
         match dispatch_server::admin::dump_heap_profile_for(&state, "pressure") {
-            Ok((path, _)) => {
+            Ok(path) => {
                 eprintln!("dispatch-server: heap profile at the pressure stop: {}", path.display())
             }
             Err(e) => eprintln!("dispatch-server: no heap profile at the pressure stop: {e}"),
