@@ -315,23 +315,32 @@ impl Serve {
     /// published as `<boot>-<ms>.dmp`. The child is stopped by ptrace while its threads are
     /// read, then resumed.
     fn write_live_dump(&self) -> Result<PathBuf, String> {
-        let (mut file, unscrubbed) = dump::create_dump_file(&self.dir, &self.boot)
-            .map_err(|e| format!("creating a dump file in {}: {e}", self.dir.display()))?;
         let pid = self.child_pid as i32;
         let cfg = minidump_writer::minidump_writer::MinidumpWriterConfig::new(pid, pid);
+        let unscrubbed = self.write_unscrubbed_dump(cfg)?;
+        let (path, _masked) = super::scrub::scrub_file(&unscrubbed, &self.secrets)
+            .map_err(|e| format!("scrubbing the live minidump: {e}"))?;
+        Ok(path)
+    }
+
+    /// Writes and syncs a dump with `cfg` into a new `*.dmp.unscrubbed` file of the dump
+    /// directory; on failure the file is removed. A panic inside minidump-writer is an error.
+    fn write_unscrubbed_dump(
+        &self,
+        cfg: minidump_writer::minidump_writer::MinidumpWriterConfig,
+    ) -> Result<PathBuf, String> {
+        let (mut file, path) = dump::create_dump_file(&self.dir, &self.boot)
+            .map_err(|e| format!("creating a dump file in {}: {e}", self.dir.display()))?;
         let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             cfg.write(&mut file).map(|_| ()).map_err(|e| e.to_string())
         }))
         .unwrap_or_else(|_| Err("minidump-writer panicked".into()))
         .and_then(|()| file.sync_all().map_err(|e| format!("syncing the dump: {e}")));
         drop(file);
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&unscrubbed);
-            return Err(format!("writing the live minidump failed: {e}"));
-        }
-        let (path, _masked) = super::scrub::scrub_file(&unscrubbed, &self.secrets)
-            .map_err(|e| format!("scrubbing the live minidump: {e}"))?;
-        Ok(path)
+        written.map(|()| path.clone()).map_err(|e| {
+            let _ = std::fs::remove_file(&path);
+            format!("writing the minidump failed: {e}")
+        })
     }
 
     fn reply(&self, i: usize, kind: u32) -> Next {
@@ -343,26 +352,9 @@ impl Serve {
 
     fn write_dump(&self, ctx: CrashContext) {
         let requested = Instant::now();
-        let result = match dump::create_dump_file(&self.dir, &self.boot) {
-            Err(e) => Err(format!("creating a dump file in {}: {e}", self.dir.display())),
-            Ok((mut file, path)) => {
-                let (pid, tid) = (ctx.pid, ctx.tid);
-                let mut cfg = minidump_writer::minidump_writer::MinidumpWriterConfig::new(pid, tid);
-                cfg.set_crash_context(minidump_writer::CrashContextExt { inner: ctx });
-                let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    cfg.write(&mut file).map(|_| ()).map_err(|e| e.to_string())
-                }))
-                .unwrap_or_else(|_| Err("minidump-writer panicked".into()))
-                .and_then(|()| file.sync_all().map_err(|e| format!("syncing the dump: {e}")));
-                match written {
-                    Ok(()) => Ok(path),
-                    Err(e) => {
-                        let _ = std::fs::remove_file(&path);
-                        Err(format!("writing the minidump failed: {e}"))
-                    }
-                }
-            }
-        };
+        let mut cfg = minidump_writer::minidump_writer::MinidumpWriterConfig::new(ctx.pid, ctx.tid);
+        cfg.set_crash_context(minidump_writer::CrashContextExt { inner: ctx });
+        let result = self.write_unscrubbed_dump(cfg);
         if let Ok(mut o) = self.outcome.lock() {
             o.dump = Some(result);
             o.written_after = Some(requested.elapsed());
