@@ -122,7 +122,18 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(var.join("server.stderr")).unwrap());
-        let mut child = cmd.spawn().unwrap();
+        // ETXTBSY: a launcher script another test thread has just written can still be open
+        // for writing in a child that thread forked and has not exec'd yet; it passes.
+        let mut tries = 0;
+        let mut child = loop {
+            match cmd.spawn() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                spawned => break spawned.unwrap(),
+            }
+        };
         let addr: String = wait_for("the server's address file", || {
             if let Ok(Some(status)) = child.try_wait() {
                 let log = std::fs::read_to_string(var.join("server.stderr")).unwrap_or_default();
