@@ -204,7 +204,8 @@ pub struct PostmortemArgs {
     /// Report format: md (Markdown, for a ticket), html (a standalone page), json.
     #[arg(long, value_enum, default_value_t = PostmortemFormat::Md)]
     pub format: PostmortemFormat,
-    /// Write the report to FILE (mode 0600) instead of stdout.
+    /// Write the report to FILE (mode 0600; a missing directory is made, 0700) instead of
+    /// stdout. The server's /ui links a boot to <var dir>/postmortems/BOOT.html.
     #[arg(short = 'o', long = "out", value_name = "FILE")]
     pub out: Option<PathBuf>,
 }
@@ -259,14 +260,8 @@ pub struct SendArgs {
     pub sentry_dsn: String,
 }
 
-/// A window length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Since {
-    /// This many milliseconds back from the newest sample.
-    Millis(i64),
-    /// Everything.
-    All,
-}
+/// A window length (`--since`).
+pub use dispatch_verdict::report::Since;
 
 /// Parses `90s`, `30m`, `6h`, `2d`, `1w` or `all`.
 pub fn parse_since(s: &str) -> Result<Since, String> {

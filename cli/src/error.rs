@@ -149,6 +149,17 @@ pub enum Error {
     },
 }
 
+impl From<dispatch_verdict::report::ReportError> for Error {
+    fn from(e: dispatch_verdict::report::ReportError) -> Self {
+        use dispatch_verdict::report::ReportError as R;
+        match e {
+            R::Query { what, source } => Error::Query { what, source },
+            R::UnknownBoot { prefix } => Error::UnknownBoot { prefix },
+            R::AmbiguousBoot { prefix, count } => Error::AmbiguousBoot { prefix, count },
+        }
+    }
+}
+
 impl Error {
     /// Stable snake_case code for `--json` output, logs and runbooks. Never renamed or reused.
     ///

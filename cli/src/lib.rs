@@ -15,10 +15,8 @@
 //!
 //! The crate links neither the journal writer nor jemalloc (CI checks it): it reads.
 
-pub mod analysis;
 pub mod args;
 pub mod audit;
-pub mod chart;
 pub mod crashes;
 pub mod doctor;
 pub mod error;
@@ -27,9 +25,11 @@ pub mod manual;
 pub mod mem;
 pub mod output;
 pub mod postmortem;
-pub mod stats;
 pub mod symbols;
 /// Synthetic journals with a known verdict (`journal synth`): the `dispatch-synth` crate's scenarios.
 pub use dispatch_synth::scenario as synth;
 
+/// The verdict, its statistics and its charts: the `dispatch-verdict` crate, which the server's
+/// `/ui` shares.
+pub use dispatch_verdict::{analysis, chart, stats};
 pub use error::Error;

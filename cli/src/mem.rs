@@ -4,18 +4,18 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use dispatch_collector::query::{self, QueryError, Samples, TimeRange};
-use rusqlite::Connection;
 use serde_json::json;
 
-use crate::analysis::{self, Analysis, ConversationPoint, Options, SamplePoint, TurnPoint};
+use dispatch_verdict::report::short;
+pub use dispatch_verdict::report::{
+    RAW_WINDOW_MS, RECENT_WINDOW_MS, Report, analyze_boot, chart_data, reports,
+};
+
+use crate::analysis;
 use crate::args::{Cli, MemArgs, Since};
-use crate::chart::{self, ChartData, Point};
+use crate::chart;
 use crate::error::Error;
 use crate::output::{Outcome, bytes, paint, time};
-
-/// Windows up to this long are analysed from raw samples; longer ones from hourly rollups.
-pub const RAW_WINDOW_MS: i64 = 48 * 3_600_000;
 
 /// Where the traces come from, resolved from the arguments.
 #[derive(Debug)]
@@ -92,15 +92,15 @@ pub fn run(cli: &Cli, args: &MemArgs, out: &mut dyn Write, color: bool) -> Resul
     })?;
     let analysing =
         |source| Error::Analysing { path: settings.db.clone(), source: Box::new(source) };
-    let mut reports =
-        reports(&conn, &args.boot, args.since.unwrap_or(Since::All)).map_err(&analysing)?;
+    let mut reports = reports(&conn, &args.boot, args.since.unwrap_or(Since::All))
+        .map_err(|e| analysing(e.into()))?;
     if args.since.is_none() {
         // The whole boot is the default; a long boot also gets the last hours' verdict, so a
         // recent change shows beside the long view.
         for r in &mut reports {
             if r.analysis.to_ms - r.analysis.from_ms > RECENT_WINDOW_MS {
                 let recent = analyze_boot(&conn, &r.boot, Since::Millis(RECENT_WINDOW_MS))
-                    .map_err(&analysing)?;
+                    .map_err(|e| analysing(e.into()))?;
                 r.recent = Some(Box::new(recent));
             }
         }
@@ -163,215 +163,6 @@ fn print(
         }
     }
     Ok(())
-}
-
-/// Analyses the boots `boot` selects (`latest`, `all`, or an id prefix) over the window
-/// `since` ending at each boot's newest record.
-///
-/// # Errors
-/// [`Error::Query`]: the database cannot be read; [`Error::UnknownBoot`],
-/// [`Error::AmbiguousBoot`].
-pub fn reports(conn: &Connection, boot: &str, since: Since) -> Result<Vec<Report>, Error> {
-    let boots = query::boots(conn).map_err(query_failed("reading boots"))?;
-    let selected: Vec<&query::Boot> = match boot {
-        "all" => boots.iter().collect(),
-        "latest" => boots.iter().max_by_key(|b| (b.last_ts_ms, b.boot_no)).into_iter().collect(),
-        prefix => {
-            let m: Vec<_> = boots.iter().filter(|b| b.boot.starts_with(prefix)).collect();
-            match m.len() {
-                0 => return Err(Error::UnknownBoot { prefix: prefix.to_owned() }),
-                1 => m,
-                count => return Err(Error::AmbiguousBoot { prefix: prefix.to_owned(), count }),
-            }
-        }
-    };
-    selected.into_iter().map(|b| analyze_boot(conn, b, since)).collect()
-}
-
-/// One boot's analysis with what it was computed from.
-pub struct Report {
-    /// The boot.
-    pub boot: query::Boot,
-    /// `raw` or `hourly`.
-    pub source: &'static str,
-    /// The window asked for.
-    pub range: TimeRange,
-    /// The verdict and evidence.
-    pub analysis: Analysis,
-    /// The series, for charts.
-    pub points: Vec<Point>,
-    /// With the default window (the whole boot), the last [`RECENT_WINDOW_MS`]' analysis when
-    /// the boot is longer.
-    pub recent: Option<Box<Report>>,
-}
-
-/// The recent view shown beside the whole boot: 6 hours.
-pub const RECENT_WINDOW_MS: i64 = 6 * 3_600_000;
-
-impl Report {
-    /// The JSON document (see docs/CLI.md).
-    pub fn to_json(&self) -> serde_json::Value {
-        let mut v = serde_json::to_value(&self.analysis).unwrap_or_else(|_| json!({}));
-        v["boot"] = json!({
-            "id": self.boot.boot,
-            "pid": self.boot.pid,
-            "version": self.boot.version,
-            "build_id": self.boot.build_id,
-            "started_ts_ms": self.boot.started_ts_ms,
-            "stopped_ts_ms": self.boot.stopped_ts_ms,
-        });
-        v["source"] = json!(self.source);
-        if let Some(r) = &self.recent {
-            let a = &r.analysis;
-            v["recent"] = json!({
-                "window_ms": RECENT_WINDOW_MS,
-                "from_ms": a.from_ms,
-                "to_ms": a.to_ms,
-                "verdict": a.verdict,
-                "summary": a.summary,
-                "growth": a.growth,
-                "detection_limit_bytes_per_hour": a.detection_limit_bytes_per_hour,
-                "source": r.source,
-            });
-        }
-        v
-    }
-}
-
-/// `map_err` adapter: a failed query, with what was being read.
-fn query_failed(what: &'static str) -> impl FnOnce(QueryError) -> Error {
-    move |source| Error::Query { what, source: Box::new(source) }
-}
-
-fn analyze_boot(conn: &Connection, boot: &query::Boot, since: Since) -> Result<Report, Error> {
-    // Anchored at the boot's newest record, not the wall clock: post-mortems run days later.
-    let newest = boot.last_ts_ms.unwrap_or(0);
-    let range = match since {
-        Since::All => {
-            TimeRange { from_ms: boot.first_ts_ms.unwrap_or(i64::MIN), to_ms: newest + 1 }
-        }
-        Since::Millis(ms) => TimeRange { from_ms: newest - ms, to_ms: newest + 1 },
-    };
-    let mut opts = Options::default();
-    let mut hourly_peaks: Vec<(f64, f64)> = Vec::new();
-    let (samples, source) = match query::samples(conn, range, Some(&boot.boot), RAW_WINDOW_MS)
-        .map_err(query_failed("reading samples"))?
-    {
-        Samples::Raw(rows) => (rows.iter().map(to_point).collect::<Vec<_>>(), "raw"),
-        Samples::Hourly(hours) => {
-            hourly_peaks = hours
-                .iter()
-                .filter_map(|h| Some((h.turns_in_flight_max? as f64, h.allocated?.max as f64)))
-                .collect();
-            opts.bucket_ms = Some(3_600_000);
-            let pts = hours
-                .iter()
-                .map(|h| SamplePoint {
-                    ts_ms: h.hour_ms,
-                    allocated: h.allocated.map(|s| s.min as f64),
-                    resident: h.resident.map(|s| s.min as f64),
-                    rss: h.rss.map(|s| s.min as f64),
-                    ..Default::default()
-                })
-                .collect();
-            (pts, "hourly")
-        }
-    };
-    let turns: Vec<TurnPoint> = query::turns_started(conn, range)
-        .map_err(query_failed("reading turns"))?
-        .into_iter()
-        .filter(|t| t.boot == boot.boot)
-        .map(|t| TurnPoint {
-            conversation: t.conversation.unwrap_or_default(),
-            turn: t.turn.unwrap_or_default(),
-            start_ts_ms: t.start_ts_ms,
-            end_ts_ms: t.end_ts_ms,
-            alloc_bytes: t.alloc_bytes,
-            freed_bytes: t.freed_bytes,
-        })
-        .collect();
-    let convs: Vec<ConversationPoint> = query::conversation_memory(conn, range)
-        .map_err(query_failed("reading conversation memory"))?
-        .into_iter()
-        .filter(|c| c.boot == boot.boot)
-        .map(|c| ConversationPoint {
-            ts_ms: c.ts_ms,
-            conversation: c.conversation,
-            history_bytes: c.history_bytes,
-            live_bytes: c.live_bytes,
-        })
-        .collect();
-    let mut analysis = analysis::analyze(&samples, &turns, &convs, &opts);
-    if source == "hourly" {
-        // Rollups keep each hour's lowest and highest heap and its highest load: memory that
-        // peaks when turns peak, over a flat floor, is the working set.
-        let r = crate::stats::pearson(&hourly_peaks);
-        analysis.load_correlation = r;
-        if analysis.verdict == analysis::Verdict::Flat
-            && r.is_some_and(|r| r >= Options::default().working_set_r)
-        {
-            analysis.verdict = analysis::Verdict::WorkingSet;
-            analysis.summary = format!(
-                "no leak: hourly peaks follow turns in flight (r = {:.2}) over a flat floor of {}; {}",
-                r.unwrap_or(0.0),
-                bytes(analysis.floor_end_bytes.unwrap_or(0.0)),
-                analysis::hidden(&analysis)
-            );
-            analysis.next_step = analysis::next_step(&analysis);
-        }
-        analysis.notes.push(
-            "window longer than 48 h: hourly rollups (minimum per hour) are analysed; floors are not load-adjusted".into(),
-        );
-    }
-    if samples.is_empty() {
-        analysis
-            .notes
-            .push(format!("boot {} has no memory samples: was its sampler running?", boot.boot));
-    }
-    let points = samples
-        .iter()
-        .map(|s| Point {
-            ts_ms: s.ts_ms,
-            memory_bytes: s.allocated.or(s.rss).unwrap_or(f64::NAN),
-            turns_in_flight: s.turns_in_flight.unwrap_or(f64::NAN),
-        })
-        .collect();
-    Ok(Report { boot: boot.clone(), source, range, analysis, points, recent: None })
-}
-
-fn to_point(s: &query::Sample) -> SamplePoint {
-    let f = |v: Option<i64>| v.map(|v| v as f64);
-    SamplePoint {
-        ts_ms: s.ts_ms,
-        allocated: f(s.allocated),
-        resident: f(s.resident),
-        rss: f(s.rss),
-        turns_in_flight: f(s.turns_in_flight),
-        conversations_active: f(s.conversations_active),
-        conversations_loaded: f(s.conversations_loaded),
-        state_bytes: f(s.state_bytes),
-    }
-}
-
-/// The chart of one report (also drawn by `dispatchctl postmortem`).
-pub fn chart_data(r: &Report) -> ChartData {
-    ChartData {
-        title: format!(
-            "{} boot {}: {}",
-            r.boot.service.as_deref().unwrap_or("dispatch"),
-            short(&r.boot.boot),
-            r.analysis.verdict.name()
-        ),
-        memory_label: r.analysis.metric.to_string(),
-        points: r.points.clone(),
-        floors: r.analysis.buckets.iter().map(|b| (b.start_ms, b.floor_bytes)).collect(),
-        peak: r.analysis.peak_ts_ms.zip(r.analysis.peak_bytes),
-        verdict: r.analysis.verdict.name().to_string(),
-    }
-}
-
-fn short(id: &str) -> &str {
-    id.get(..8).unwrap_or(id)
 }
 
 fn render(r: &Report, args: &MemArgs, out: &mut dyn Write, color: bool) -> std::io::Result<()> {

@@ -47,6 +47,8 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/ui", get(crate::ui::page))
+        .route("/ui/postmortem/{boot}", get(crate::ui::postmortem))
         .merge(v1)
         .route("/admin/fault/{name}", post(admin::fault))
         .route("/admin/heap/{action}", post(admin::heap))

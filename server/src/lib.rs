@@ -48,6 +48,7 @@ pub mod telemetry;
 pub mod token;
 pub mod tools;
 pub mod turn;
+pub mod ui;
 
 pub use activity::Activity;
 pub use api::app;

@@ -31,6 +31,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("auth", 5),
     ("admin", 6),
     ("metrics", 6),
+    ("ui", 6),
     ("api", 7),
     ("server", 8),
 ];

@@ -14,7 +14,8 @@
 
 pub mod cache;
 pub mod dump;
-pub mod history;
+/// Boots and how they ended: the `dispatch-verdict` crate's history (shared with `/ui`).
+pub use dispatch_verdict::history;
 pub mod render;
 pub mod sentry;
 pub mod signature;
@@ -160,7 +161,7 @@ pub fn load(cli: &Cli) -> Result<(Settings, Rows), Error> {
     })?;
     let rows = history::load(&conn).map_err(|source| Error::Analysing {
         path: settings.db.clone(),
-        source: Box::new(source),
+        source: Box::new(source.into()),
     })?;
     Ok((settings, rows))
 }

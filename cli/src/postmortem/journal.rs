@@ -555,7 +555,7 @@ pub fn read(
             ),
             None => (None, None),
         },
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(crate::Error::from(e).into()),
     };
 
     Ok(JournalSection {

@@ -23,6 +23,9 @@ pub const TOOL_OUTPUT_DIR_NAME: &str = "tool-output";
 /// Heap profiles dumped through the admin API.
 pub const HEAP_DIR_NAME: &str = "heap";
 
+/// Name of the post-mortem page directory under the var directory.
+pub const POSTMORTEM_DIR_NAME: &str = "postmortems";
+
 /// A var directory and the paths below it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VarDir(PathBuf);
@@ -71,6 +74,17 @@ impl VarDir {
     /// `<var dir>/heap`.
     pub fn heap_dir(&self) -> PathBuf {
         self.0.join(HEAP_DIR_NAME)
+    }
+
+    /// `<var dir>/postmortems`: `dispatchctl postmortem --format html --out` writes
+    /// `<boot>.html` here, and the server's `/ui` links each abnormal end to its page.
+    pub fn postmortem_dir(&self) -> PathBuf {
+        self.0.join(POSTMORTEM_DIR_NAME)
+    }
+
+    /// `<var dir>/postmortems/<boot>.html`.
+    pub fn postmortem_page(&self, boot: &str) -> PathBuf {
+        self.postmortem_dir().join(format!("{boot}.html"))
     }
 }
 

@@ -35,7 +35,7 @@ enum Swatch {
 
 /// Escapes text for XML and HTML content and attributes. Control characters other than tab
 /// and newline are not allowed in XML 1.0 even escaped, so they become U+FFFD.
-pub(crate) fn escape_xml(text: &str) -> String {
+pub fn escape_xml(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

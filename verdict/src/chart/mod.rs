@@ -17,7 +17,7 @@
 //! [`svg()`] (`svg.rs`) and [`html()`] (`html.rs`).
 //!
 //! ```
-//! # use dispatch_cli::chart::{ChartData, Point, terminal};
+//! # use dispatch_verdict::chart::{ChartData, Point, terminal};
 //! let data = ChartData {
 //!     title: "dispatch boot 6f1c2d9e: WORKING-SET".into(),
 //!     memory_label: "jemalloc allocated".into(),
@@ -47,7 +47,7 @@ mod svg;
 mod terminal;
 
 pub use html::html;
-pub(crate) use svg::escape_xml;
+pub use svg::escape_xml;
 pub use svg::svg;
 pub use terminal::terminal;
 

@@ -11,13 +11,13 @@ use dispatch_collector::query::{self, TimeRange};
 use rusqlite::Connection;
 use serde::Serialize;
 
-use crate::error::Error;
+use crate::report::ReportError;
 
-/// Exit statuses that are a clean end. Status 0 is the only one: the server has no pressure
-/// recycle that exits with a status of its own (a `process.stop` with reason `pressure`
-/// followed by status 0 is clean). Statuses the workspace documents as failures: 2, the server
-/// stopped on an error it printed (`dispatch-server: error: ...`); 71, the crash monitor could
-/// not start or wait for its child.
+/// Exit statuses that are a clean end. Status 0 is the only one. Statuses the workspace
+/// documents as failures: 2, the server stopped on an error it printed (`dispatch-server:
+/// error: ...`); 71, the crash monitor could not start or wait for its child; 75, the server's
+/// memory-pressure recycle (hard limit reached: an abnormal end on purpose, so a pressure
+/// loop shows as a crash loop).
 pub const CLEAN_STATUSES: &[i64] = &[0];
 
 /// A crash loop: at least this many abnormal ends in a row...
@@ -64,14 +64,14 @@ pub struct Rows {
 /// Reads the rows [`assemble`] needs.
 ///
 /// # Errors
-/// [`Error::Query`] when a query fails.
-pub fn load(conn: &Connection) -> Result<Rows, Error> {
-    let failed = |what| move |source| Error::Query { what, source: Box::new(source) };
+/// [`ReportError::Query`] when a query fails.
+pub fn load(conn: &Connection) -> Result<Rows, ReportError> {
+    let failed = |what| move |source| ReportError::Query { what, source: Box::new(source) };
     Ok(Rows {
         boots: query::boots(conn).map_err(failed("reading boots"))?,
         exits: query::exits(conn, TimeRange::ALL).map_err(failed("reading exits"))?,
         crashes: query::crashes(conn, TimeRange::ALL).map_err(failed("reading crashes"))?,
-        panics: fatal_panics(conn).map_err(|source| Error::Query {
+        panics: fatal_panics(conn).map_err(|source| ReportError::Query {
             what: "reading panics",
             source: Box::new(query::QueryError { what: "panics", source }),
         })?,
