@@ -112,7 +112,8 @@ pub fn run(cli: &Cli, args: &MemArgs, out: &mut dyn Write, color: bool) -> Resul
             std::fs::write(p, chart::svg(&data)).map_err(Error::io(p, "writing"))?;
         }
         if let Some(p) = &args.html {
-            std::fs::write(p, chart::html(&data, &r.to_json())).map_err(Error::io(p, "writing"))?;
+            std::fs::write(p, dispatch_verdict::page::report_page(r))
+                .map_err(Error::io(p, "writing"))?;
         }
     }
     let leak = reports.iter().any(|r| r.analysis.verdict == analysis::Verdict::Leak);

@@ -12,7 +12,7 @@ mod common;
 
 use std::os::unix::process::ExitStatusExt as _;
 
-use common::chromium::{fetchable_urls, render_url, requests};
+use common::chromium::{fetchable_urls, overlapping_text, render_url, requests};
 use common::server::{ADMIN_TOKEN, Server, journal, of_kind, wait_for};
 use serde_json::Value;
 
@@ -129,6 +129,8 @@ fn the_ui_page_shows_pressure_verdict_and_crashes_and_links_the_postmortem() {
     let verdict = mem["verdict"].as_str().unwrap();
     assert!(page.contains(&format!("\">{verdict}</p>")), "verdict {verdict} on the page: {page}");
     assert!(page.contains("<svg"), "the memory chart is inline");
+    assert_eq!(overlapping_text(&page, 1280, 2200), Vec::<String>::new(), "text over text");
+    assert_eq!(overlapping_text(&page, 700, 2200), Vec::<String>::new(), "narrow: text over text");
 
     let (status, pm_csp, pm) = get(&format!("{}{link}", second.base));
     assert_eq!(status, 200, "{pm}");

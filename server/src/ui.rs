@@ -24,10 +24,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dispatch_collector::query;
 use dispatch_journal::paths::VarDir;
-use dispatch_verdict::analysis::Verdict;
-use dispatch_verdict::chart::{self, escape_xml as esc};
+use dispatch_verdict::chart::escape_xml as esc;
 use dispatch_verdict::history::{self, CrashLoop, End};
 use dispatch_verdict::output::{bytes, duration_ms, time};
+use dispatch_verdict::page::{self, verdict_class};
 use dispatch_verdict::report::{self, Report, Since};
 
 use crate::pressure::Level;
@@ -57,7 +57,9 @@ figure{margin:0 0 1rem}svg{max-width:100%;height:auto}\
 figcaption{color:#555;font-size:.85rem}\
 table{border-collapse:collapse;width:100%;font-size:.9rem}\
 th,td{border-bottom:1px solid #e3e3e3;padding:.3rem .5rem;text-align:left;vertical-align:top}\
-th{background:#f5f5f5}td.num{text-align:right;font-variant-numeric:tabular-nums}\
+th{background:#f5f5f5}th.num,td.num{text-align:right;font-variant-numeric:tabular-nums}\
+td.explain{color:#555}dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem;\
+font-size:.9rem}dt{font-weight:600}dd{margin:0;color:#444}\
 code{font-family:ui-monospace,monospace;font-size:.85rem;overflow-wrap:anywhere}\
 .alert{border-left:4px solid #b00020;background:#fff4f4;padding:.5rem .8rem;margin:.5rem 0}\
 footer{margin-top:2rem;color:#777;font-size:.8rem}";
@@ -292,15 +294,6 @@ fn read_view(live: &Live) -> View {
     view
 }
 
-fn verdict_class(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Leak | Verdict::StateGrowth | Verdict::NonHeap => "bad",
-        Verdict::AllocatorRetention => "warn",
-        Verdict::WorkingSet | Verdict::Flat => "good",
-        Verdict::InsufficientData => "none",
-    }
-}
-
 fn short(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
 }
@@ -369,10 +362,10 @@ fn render(live: &Live, view: &View, now_ms: i64) -> String {
     render_pressure(&mut out, live);
     render_verdict(&mut out, live, view);
     out.push_str("</div>\n");
-    if let Some(r) = &view.whole {
-        render_conversations(&mut out, r);
-    }
     render_charts(&mut out, view);
+    if let Some(r) = &view.whole {
+        render_evidence(&mut out, r);
+    }
     render_boots(&mut out, live, view);
     out.push_str(&format!(
         "<footer>Rendered {} by dispatch-server from {}{}. The verdict is the one \
@@ -448,6 +441,7 @@ fn render_verdict(out: &mut String, live: &Live, view: &View) {
                 esc(a.verdict.name()),
                 esc(&a.summary)
             ));
+            out.push_str(&format!("<p class=\"muted\">{}</p>\n", esc(&page::detection_limit(a))));
             if !a.next_step.is_empty() {
                 out.push_str(&format!("<p>Next: {}</p>\n", esc(&a.next_step)));
             }
@@ -468,35 +462,13 @@ fn render_verdict(out: &mut String, live: &Live, view: &View) {
     out.push_str("</section>\n");
 }
 
-fn render_conversations(out: &mut String, r: &Report) {
-    let ranks = &r.analysis.conversations;
-    if ranks.is_empty() {
-        return;
-    }
-    out.push_str("<h2>Conversations holding memory</h2>\n<table>\n<thead><tr><th>#</th>\
-                  <th>conversation</th><th>held</th><th>measured as</th><th>allocated</th>\
-                  <th>turns</th><th>history</th><th>share of the floor's rise</th></tr></thead>\n<tbody>\n");
-    for c in ranks.iter().take(MAX_CONVERSATIONS) {
-        out.push_str(&format!(
-            "<tr><td class=\"num\">{}</td><td><code>{}</code></td><td class=\"num\">{}</td>\
-             <td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
-             <td class=\"num\">{:.0}%</td></tr>\n",
-            c.rank,
-            esc(&c.id),
-            bytes(c.retained_bytes as f64),
-            if c.kind == "live" { "live bytes" } else { "allocation churn (a lead)" },
-            bytes(c.allocated_bytes as f64),
-            c.turns,
-            c.history_bytes.map_or("-".to_owned(), |h| bytes(h as f64)),
-            (c.floor_rise_share * 100.0).clamp(0.0, 100.0),
-        ));
-    }
-    out.push_str("</tbody>\n</table>\n");
-    if ranks.len() > MAX_CONVERSATIONS {
-        out.push_str(&format!(
-            "<p class=\"muted\">{} more: <code>dispatchctl mem</code> lists them all.</p>\n",
-            ranks.len() - MAX_CONVERSATIONS
-        ));
+fn render_evidence(out: &mut String, r: &Report) {
+    out.push_str("<h2>Evidence</h2>\n");
+    out.push_str(&page::evidence_table(&r.analysis));
+    let conversations = page::conversations_table(&r.analysis, MAX_CONVERSATIONS);
+    if !conversations.is_empty() {
+        out.push_str("<h2>Conversations holding memory</h2>\n");
+        out.push_str(&conversations);
     }
 }
 
@@ -508,7 +480,10 @@ fn render_charts(out: &mut String, view: &View) {
     let span = whole.analysis.to_ms - whole.analysis.from_ms;
     let mut figure = |r: &Report, label: String| {
         out.push_str("<figure>\n");
-        out.push_str(&chart::svg(&report::chart_data(r)));
+        out.push_str(&page::chart_svg(
+            r,
+            &format!("{label}: {} and turns in flight", r.analysis.metric),
+        ));
         out.push_str(&format!(
             "<figcaption>{}: {} against turns in flight; dashed: the load-adjusted idle \
              floor. Verdict over this window: {}.</figcaption>\n</figure>\n",

@@ -6,7 +6,8 @@
 //!   data could have missed.
 //! - [`stats`]: the robust statistics the analysis rests on (Theil-Sen, Mann-Kendall, OLS).
 //! - [`history`]: every boot's end (signal, status, OOM, unknown) and the crash loops.
-//! - [`chart`]: memory against turns in flight, for a terminal, as SVG and as an HTML page.
+//! - [`chart`]: memory against turns in flight, for a terminal and as SVG.
+//! - [`page`]: the verdict as a page people read (`dispatchctl mem --html`, `/ui`).
 //! - [`output`]: byte units, times and spans, as every report prints them.
 //!
 //! `dispatchctl mem` and `dispatchctl postmortem` print it; the server's `/ui` page shows the
@@ -17,5 +18,6 @@ pub mod analysis;
 pub mod chart;
 pub mod history;
 pub mod output;
+pub mod page;
 pub mod report;
 pub mod stats;

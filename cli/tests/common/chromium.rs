@@ -123,3 +123,70 @@ pub fn fetchable_urls(page: &str) -> Vec<String> {
     }
     out
 }
+
+/// Text that overlaps other text on `html` as Chromium lays it out at `width` x `height`: every
+/// pair of text boxes (HTML and SVG alike) whose rectangles intersect by more than a pixel each
+/// way, as `"first text | second text"`. The page is copied with its CSP `<meta>` removed and a
+/// measuring script added (the page itself runs none), then read back with `--dump-dom`.
+pub fn overlapping_text(html: &str, width: u32, height: u32) -> Vec<String> {
+    const MEASURE: &str = r#"<script>
+(() => {
+  const boxes = [];
+  const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  while (walk.nextNode()) {
+    const node = walk.currentNode;
+    const text = node.textContent.trim();
+    if (!text || node.parentElement.closest('script,style,title')) continue;
+    const range = document.createRange();
+    range.selectNodeContents(node);
+    for (const r of range.getClientRects()) {
+      if (r.width > 0 && r.height > 0) boxes.push({ text: text.slice(0, 40), r });
+    }
+  }
+  const found = [];
+  for (let i = 0; i < boxes.length; i++) {
+    for (let j = i + 1; j < boxes.length; j++) {
+      const a = boxes[i].r, b = boxes[j].r;
+      const x = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+      const y = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+      if (x > 1 && y > 1) found.push(boxes[i].text + ' | ' + boxes[j].text);
+    }
+  }
+  const out = document.createElement('pre');
+  out.id = 'overlaps';
+  out.textContent = 'OVERLAPS' + JSON.stringify({ boxes: boxes.length, found }) + 'END';
+  document.body.appendChild(out);
+})();
+</script>"#;
+    let dir = tempfile::tempdir().unwrap();
+    let without_csp: String = html
+        .lines()
+        .filter(|l| !l.contains("http-equiv=\"Content-Security-Policy\""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let page = dir.path().join("measure.html");
+    std::fs::write(&page, without_csp.replace("</body>", &format!("{MEASURE}</body>"))).unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(chromium())
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
+        .args(["--disable-background-networking", "--disable-component-update", "--dump-dom"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--window-size={width},{height}"))
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let (Some(a), Some(b)) = (dom.find("<pre id=\"overlaps\">OVERLAPS"), dom.rfind("END</pre>"))
+    else {
+        panic!("the measuring script did not run: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let json = dom[a + "<pre id=\"overlaps\">OVERLAPS".len()..b]
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">");
+    let v: serde_json::Value =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    assert!(v["boxes"].as_u64() > Some(10), "the script measured the page's text: {json}");
+    v["found"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect()
+}

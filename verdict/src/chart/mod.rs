@@ -1,8 +1,8 @@
-//! Pictures for `dispatchctl mem`: memory against load as a terminal chart, a standalone SVG
-//! and a standalone HTML incident page.
+//! Pictures for `dispatchctl mem`, `dispatchctl postmortem` and `/ui`: memory against load as
+//! a terminal chart and as a standalone SVG (the HTML page around it is [`crate::page`]).
 //!
 //! The module owns rendering only. It does no I/O and makes no verdicts: the analysis hands it a
-//! [`ChartData`] (and, for HTML, its JSON report) and gets a `String` back.
+//! [`ChartData`] and gets a `String` back.
 //!
 //! All renderers take whatever the analysis produces without panicking: no points, one point,
 //! constant series, `NaN` and infinities (skipped, and a skipped run breaks the line), and
@@ -13,8 +13,8 @@
 //! implementation); byte figures are [`crate::output::bytes`], as in the text output.
 //!
 //! This module holds the data and what every renderer shares (time span, downsampling, scales,
-//! label formats); each renderer is a file of its own: [`terminal()`] (`terminal.rs`),
-//! [`svg()`] (`svg.rs`) and [`html()`] (`html.rs`).
+//! label formats); each renderer is a file of its own: [`terminal()`] (`terminal.rs`) and
+//! [`svg()`] (`svg.rs`).
 //!
 //! ```
 //! # use dispatch_verdict::chart::{ChartData, Point, terminal};
@@ -42,11 +42,9 @@ use crate::output::{self, UNITS};
 
 #[cfg(test)]
 mod fixtures;
-mod html;
 mod svg;
 mod terminal;
 
-pub use html::html;
 pub use svg::escape_xml;
 pub use svg::svg;
 pub use terminal::terminal;
@@ -559,8 +557,6 @@ mod tests {
             assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "case {i}");
             assert!(is_balanced(&svg, "<g ", "</g>"), "case {i}");
             assert!(!svg.contains("NaN") && !svg.contains("inf"), "case {i}:\n{svg}");
-            let page = html(data, &serde_json::json!({ "case": i }));
-            assert!(page.contains("</html>"), "case {i}");
         }
     }
 }
