@@ -112,7 +112,8 @@ pub fn run(cli: &Cli, args: &MemArgs, out: &mut dyn Write, color: bool) -> Resul
             std::fs::write(p, chart::svg(&data)).map_err(Error::io(p, "writing"))?;
         }
         if let Some(p) = &args.html {
-            std::fs::write(p, dispatch_verdict::page::report_page(r))
+            // Conversation ids and paths: for the owner only, as post-mortems.
+            crate::postmortem::write_private(p, dispatch_verdict::page::report_page(r).as_bytes())
                 .map_err(Error::io(p, "writing"))?;
         }
     }

@@ -87,6 +87,8 @@ fn check_page(name: &str, scenario: &str, expected: &str, out_dir: &Path) -> Str
         common::dispatchctl_command(),
         &["--journal", j.to_str().unwrap(), "mem", "--html", page.to_str().unwrap()],
     );
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&page).unwrap().permissions().mode() & 0o777, 0o600);
     let html = std::fs::read_to_string(&page).unwrap();
     let text = visible_text(&html);
     // The verdict once: one verdict element, and the chart does not repeat it (the last-6-hours

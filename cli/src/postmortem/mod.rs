@@ -282,7 +282,7 @@ pub fn run(
 
 /// Writes a file only its owner can read: a report quotes conversation ids and paths. A
 /// missing parent directory is made, 0700 (`<var dir>/postmortems/`, where `/ui` looks).
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
