@@ -4,12 +4,14 @@
 //! ```sh
 //! cargo bench -p dispatch-server --bench verdict -- --minutes 10 --leak-mb 0
 //! cargo bench -p dispatch-server --bench verdict -- --minutes 10 --leak-mb 1
+//! cargo bench -p dispatch-server --bench verdict -- --minutes 10 --leak-mb 1 --leak-conversation 5
 //! ```
 //!
 //! The release server runs with its embedded collector and the default 1 s sampler; the load
 //! comes in waves (1, 3, 6, 8, 6, 3 conversations for 20 s each, over and over) of streamed
 //! sim turns (`size:3000 steps:2`). With `--leak-mb N` the admin fault `leak` first makes
-//! every turn retain N MiB. After the run the load stops for 60 s (an idle tail), the server
+//! every turn retain N MiB; with `--leak-conversation K` as well, only the turns of worker K's
+//! conversation (0-7) do, and the run prints where that conversation ranks. After the run the load stops for 60 s (an idle tail), the server
 //! is stopped with SIGTERM, and its `traces.db` is analysed with the library behind
 //! `dispatchctl mem --since all`.
 
@@ -37,6 +39,9 @@ fn arg(name: &str, default: u64) -> u64 {
 fn main() {
     let minutes = arg("--minutes", 10);
     let leak_mb = arg("--leak-mb", 0);
+    let leak_conversation = std::env::args()
+        .any(|a| a == "--leak-conversation")
+        .then(|| arg("--leak-conversation", 0) as usize);
     let dir = tempfile::tempdir().expect("temp dir");
     let token = "verdict-bench-token";
     let mut server =
@@ -44,12 +49,17 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let http = server.client();
     let auth = format!("Bearer {token}");
+    let conversations: Vec<String> = rt.block_on(create_conversations(&http, 8));
     if leak_mb > 0 {
+        let mut fault = json!({ "mb_per_turn": leak_mb });
+        if let Some(k) = leak_conversation {
+            fault["conversation"] = json!(conversations[k % 8]);
+        }
         let (status, body) = rt.block_on(http.raw(
             "POST",
             "/admin/fault/leak",
             &[("authorization", &auth), ("content-type", "application/json")],
-            serde_json::to_vec(&json!({ "mb_per_turn": leak_mb })).unwrap(),
+            serde_json::to_vec(&fault).unwrap(),
         ));
         assert!(
             (200..300).contains(&status),
@@ -64,12 +74,11 @@ fn main() {
     let run_for = Duration::from_secs(minutes * 60);
     rt.block_on(async {
         let mut workers = Vec::new();
-        for w in 0..8usize {
+        for (w, conv) in conversations.iter().cloned().enumerate() {
             let http = server.client();
             let stop = stop.clone();
             let turns = turns.clone();
             workers.push(tokio::spawn(async move {
-                let conv = http.create_conversation().await;
                 while !stop.load(Ordering::Relaxed) {
                     let wave = waves[(started.elapsed().as_secs() / 20) as usize % waves.len()];
                     if w >= wave {
@@ -128,6 +137,21 @@ fn main() {
         );
     }
     println!("traces database kept at {}", kept.display());
+    if let Some(k) = leak_conversation {
+        let leaking = &conversations[k % 8];
+        let rank = r.conversations.iter().find(|c| &c.id == leaking);
+        println!(
+            "leaking conversation {leaking} (worker {}): {}",
+            k % 8,
+            rank.map_or("not ranked".to_owned(), |c| format!(
+                "rank {} of {}, retained {:.1} MiB over {} turns",
+                c.rank,
+                r.conversations.len(),
+                c.retained_bytes as f64 / 1048576.0,
+                c.turns
+            ))
+        );
+    }
     if let Some(c) = r.conversations.first() {
         println!(
             "top conversation: {} retained {:.1} MiB over {} turns",
@@ -136,4 +160,13 @@ fn main() {
             c.turns
         );
     }
+}
+
+/// `n` conversations, created one after the other.
+async fn create_conversations(http: &common::Http, n: usize) -> Vec<String> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(http.create_conversation().await);
+    }
+    out
 }
