@@ -361,6 +361,77 @@ pub fn samples_hourly(
     rows.collect::<Result<_, _>>().map_err(q(what))
 }
 
+/// One boot's hour at one `turns_in_flight` level, from the load-aware rollup kept at ingest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HourLoad {
+    /// Start of the hour.
+    pub hour_ms: i64,
+    /// The `turns_in_flight` level of these samples.
+    pub turns_in_flight: i64,
+    /// Samples at this level in the hour.
+    pub samples: i64,
+    /// Lowest and highest jemalloc `allocated` at this level.
+    pub allocated_min: Option<i64>,
+    /// See `allocated_min`.
+    pub allocated_max: Option<i64>,
+    /// Lowest jemalloc `resident` at this level.
+    pub resident_min: Option<i64>,
+    /// Lowest and highest RSS at this level.
+    pub rss_min: Option<i64>,
+    /// See `rss_min`.
+    pub rss_max: Option<i64>,
+}
+
+/// Load-aware hourly rollups of one boot over the hours that overlap `range`, by hour then
+/// level. A database from before schema 2 has none: the result is empty, and readers fall
+/// back to [`samples_hourly`].
+///
+/// # Errors
+/// SQLite errors.
+pub fn samples_hourly_load(
+    conn: &Connection,
+    range: TimeRange,
+    boot: &str,
+) -> Result<Vec<HourLoad>, QueryError> {
+    let what = "load-aware hourly rollups";
+    let exists: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' \
+             AND name = 'rollup_hourly_load')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(q(what))?;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT r.hour_ms, r.turns_in_flight, r.samples, r.allocated_min, r.allocated_max,
+                    r.resident_min, r.rss_min, r.rss_max
+             FROM rollup_hourly_load r JOIN boots b ON b.boot_no = r.boot_no
+             WHERE b.boot = ?3 AND r.hour_ms > ?1 - 3600000 AND r.hour_ms < ?2
+             ORDER BY r.hour_ms, r.turns_in_flight",
+        )
+        .map_err(q(what))?;
+    let from = range.from_ms.max(i64::MIN + HOUR_MS);
+    let rows = stmt
+        .query_map(params![from, range.to_ms, boot], |r| {
+            Ok(HourLoad {
+                hour_ms: r.get(0)?,
+                turns_in_flight: r.get(1)?,
+                samples: r.get(2)?,
+                allocated_min: r.get(3)?,
+                allocated_max: r.get(4)?,
+                resident_min: r.get(5)?,
+                rss_min: r.get(6)?,
+                rss_max: r.get(7)?,
+            })
+        })
+        .map_err(q(what))?;
+    rows.collect::<Result<_, _>>().map_err(q(what))
+}
+
 /// Samples over a range: raw rows when the span is at most `raw_span_ms`, hourly rollups
 /// beyond (see [`DEFAULT_RAW_SPAN_MS`]).
 #[derive(Debug, Clone, PartialEq)]

@@ -68,6 +68,14 @@ pub fn apply(
     )?;
     deleted += delete_in_chunks(
         conn,
+        "DELETE FROM rollup_hourly_load WHERE (boot_no, hour_ms, turns_in_flight) IN
+            (SELECT boot_no, hour_ms, turns_in_flight FROM rollup_hourly_load
+             WHERE hour_ms + 3600000 <= ?1 LIMIT ?2)",
+        cutoff,
+        chunk,
+    )?;
+    deleted += delete_in_chunks(
+        conn,
         "DELETE FROM ingest_errors WHERE error_id IN
             (SELECT error_id FROM ingest_errors WHERE noticed_ts_ms < ?1 LIMIT ?2)",
         cutoff,

@@ -42,7 +42,7 @@ pub const DEFAULT_PAGE_SIZE_BYTES: u32 = 4096;
 
 /// Schema migrations; entry `i` moves `user_version` from `i` to `i + 1`. Never edit a shipped
 /// entry: add one.
-const MIGRATIONS: &[&str] = &[MIGRATION_1];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
 
 /// The schema version this build migrates to.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -273,6 +273,32 @@ CREATE TABLE rollup_hourly (
     PRIMARY KEY (boot_no, hour_ms)
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX rollup_hourly_by_hour ON rollup_hourly (hour_ms);
+"#;
+
+/// Load-aware hourly rollups: per boot, hour and `turns_in_flight` level, the lowest and
+/// highest memory sampled at that level. A floor at comparable load (usually idle) survives
+/// the hour's bursts, so windows answered from rollups (over 48 h) are load-adjusted as raw
+/// windows are. Existing databases are backfilled from the raw samples they still hold
+/// (hours whose raw samples retention already removed keep only `rollup_hourly`).
+const MIGRATION_2: &str = r#"
+CREATE TABLE rollup_hourly_load (
+    boot_no         INTEGER NOT NULL,
+    hour_ms         INTEGER NOT NULL,
+    turns_in_flight INTEGER NOT NULL,
+    samples         INTEGER NOT NULL,
+    allocated_min   INTEGER,
+    allocated_max   INTEGER,
+    resident_min    INTEGER,
+    rss_min         INTEGER,
+    rss_max         INTEGER,
+    PRIMARY KEY (boot_no, hour_ms, turns_in_flight)
+) STRICT, WITHOUT ROWID;
+INSERT INTO rollup_hourly_load (boot_no, hour_ms, turns_in_flight, samples, allocated_min,
+        allocated_max, resident_min, rss_min, rss_max)
+    SELECT id >> 40, (ts_ms / 3600000) * 3600000, turns_in_flight, count(*), min(je_allocated),
+           max(je_allocated), min(je_resident), min(rss), max(rss)
+    FROM samples WHERE turns_in_flight IS NOT NULL AND ts_ms >= 0
+    GROUP BY 1, 2, 3;
 "#;
 
 /// Tables whose rows are keyed by [`record_key`], with the kind each holds (`None`: the

@@ -204,6 +204,24 @@ struct Rollup {
     turns_in_flight_max: Option<i64>,
 }
 
+/// One `rollup_hourly_load` row being built: a boot's hour at one `turns_in_flight` level.
+#[derive(Default, Clone, Copy)]
+struct LoadRollup {
+    samples: i64,
+    allocated: MinMax,
+    resident: MinMax,
+    rss: MinMax,
+}
+
+impl LoadRollup {
+    fn add(&mut self, allocated: Option<i64>, resident: Option<i64>, rss: Option<i64>) {
+        self.samples += 1;
+        self.allocated.add(allocated);
+        self.resident.add(resident);
+        self.rss.add(rss);
+    }
+}
+
 #[derive(Default)]
 struct BootStats {
     records: i64,
@@ -292,6 +310,8 @@ pub(crate) fn commit(
     done.duplicates += duplicates;
 
     let mut rollups: HashMap<(i64, i64), Rollup> = HashMap::new();
+    // (boot_no, hour, turns_in_flight): a handful of levels per hour.
+    let mut load_rollups: HashMap<(i64, i64, i64), LoadRollup> = HashMap::new();
     let mut boots: HashMap<i64, BootStats> = HashMap::new();
     for &(key, ts) in &batch.header_lines {
         let (boot_no, seq) = split_key(key);
@@ -340,6 +360,11 @@ pub(crate) fn commit(
                     if let Some(f) = opt(v[S_TURNS_IN_FLIGHT]) {
                         agg.turns_in_flight_max =
                             Some(agg.turns_in_flight_max.map_or(f, |m| m.max(f)));
+                        load_rollups.entry((boot_no, hour, f)).or_default().add(
+                            opt(v[S_ALLOCATED]),
+                            opt(v[S_RESIDENT]),
+                            opt(v[S_RSS]),
+                        );
                     }
                 } else {
                     agg.turns_started += 1;
@@ -401,6 +426,34 @@ pub(crate) fn commit(
             a.resident.n,
             a.turns_started,
             a.turns_in_flight_max,
+        ])?;
+    }
+    for ((boot_no, hour, level), a) in &load_rollups {
+        tx.prepare_cached(
+            "INSERT INTO rollup_hourly_load (boot_no, hour_ms, turns_in_flight, samples,
+                 allocated_min, allocated_max, resident_min, rss_min, rss_max)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (boot_no, hour_ms, turns_in_flight) DO UPDATE SET
+                 samples = samples + excluded.samples,
+                 allocated_min = coalesce(min(allocated_min, excluded.allocated_min),
+                                          allocated_min, excluded.allocated_min),
+                 allocated_max = coalesce(max(allocated_max, excluded.allocated_max),
+                                          allocated_max, excluded.allocated_max),
+                 resident_min = coalesce(min(resident_min, excluded.resident_min),
+                                         resident_min, excluded.resident_min),
+                 rss_min = coalesce(min(rss_min, excluded.rss_min), rss_min, excluded.rss_min),
+                 rss_max = coalesce(max(rss_max, excluded.rss_max), rss_max, excluded.rss_max)",
+        )?
+        .execute(params![
+            boot_no,
+            hour,
+            level,
+            a.samples,
+            a.allocated.min,
+            a.allocated.max,
+            a.resident.min,
+            a.rss.min,
+            a.rss.max,
         ])?;
     }
     for (boot_no, s) in &boots {

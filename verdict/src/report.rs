@@ -141,6 +141,20 @@ pub fn analyze_boot(
     boot: &query::Boot,
     since: Since,
 ) -> Result<Report, ReportError> {
+    analyze_boot_with(conn, boot, since, RAW_WINDOW_MS)
+}
+
+/// [`analyze_boot`] with windows up to `raw_window_ms` read from raw samples (tests compare
+/// the rollup path with the raw one on the same data).
+///
+/// # Errors
+/// [`ReportError::Query`]: the database cannot be read.
+pub fn analyze_boot_with(
+    conn: &Connection,
+    boot: &query::Boot,
+    since: Since,
+    raw_window_ms: i64,
+) -> Result<Report, ReportError> {
     // Anchored at the boot's newest record, not the wall clock: post-mortems run days later.
     let newest = boot.last_ts_ms.unwrap_or(0);
     let range = match since {
@@ -151,7 +165,10 @@ pub fn analyze_boot(
     };
     let mut opts = Options::default();
     let mut hourly_peaks: Vec<(f64, f64)> = Vec::new();
-    let (samples, source) = match query::samples(conn, range, Some(&boot.boot), RAW_WINDOW_MS)
+    // Hours answered from the load-aware rollup, and all hours, for the note.
+    let mut load_aware = (0usize, 0usize);
+    let mut hourly_samples = 0usize;
+    let (samples, source) = match query::samples(conn, range, Some(&boot.boot), raw_window_ms)
         .map_err(query_failed("reading samples"))?
     {
         Samples::Raw(rows) => (rows.iter().map(to_point).collect::<Vec<_>>(), "raw"),
@@ -160,18 +177,11 @@ pub fn analyze_boot(
                 .iter()
                 .filter_map(|h| Some((h.turns_in_flight_max? as f64, h.allocated?.max as f64)))
                 .collect();
-            opts.bucket_ms = Some(3_600_000);
-            let pts = hours
-                .iter()
-                .map(|h| SamplePoint {
-                    ts_ms: h.hour_ms,
-                    allocated: h.allocated.map(|s| s.min as f64),
-                    resident: h.resident.map(|s| s.min as f64),
-                    rss: h.rss.map(|s| s.min as f64),
-                    ..Default::default()
-                })
-                .collect();
-            (pts, "hourly")
+            opts.bucket_ms = Some(HOUR_MS);
+            hourly_samples = hours.iter().map(|h| usize::try_from(h.samples).unwrap_or(0)).sum();
+            let levels = query::samples_hourly_load(conn, range, &boot.boot)
+                .map_err(query_failed("reading load-aware hourly rollups"))?;
+            (hourly_points(&hours, &levels, &mut load_aware), "hourly")
         }
     };
     let turns: Vec<TurnPoint> = query::turns_started(conn, range)
@@ -200,25 +210,40 @@ pub fn analyze_boot(
         .collect();
     let mut analysis = analysis::analyze(&samples, &turns, &convs, &opts);
     if source == "hourly" {
-        // Rollups keep each hour's lowest and highest heap and its highest load: memory that
-        // peaks when turns peak, over a flat floor, is the working set.
-        let r = stats::pearson(&hourly_peaks);
-        analysis.load_correlation = r;
-        if analysis.verdict == analysis::Verdict::Flat
-            && r.is_some_and(|r| r >= Options::default().working_set_r)
-        {
-            analysis.verdict = analysis::Verdict::WorkingSet;
-            analysis.summary = format!(
-                "no leak: hourly peaks follow turns in flight (r = {:.2}) over a flat floor of {}; {}",
-                r.unwrap_or(0.0),
-                bytes(analysis.floor_end_bytes.unwrap_or(0.0)),
-                analysis::hidden(&analysis)
-            );
-            analysis.next_step = analysis::next_step(&analysis);
+        // The analysis saw points (two per level and hour); people want the samples behind them.
+        analysis.samples = hourly_samples;
+        let (aware, all) = load_aware;
+        if aware < all {
+            // Hours without load levels (rolled up before schema 2, their raw samples gone)
+            // keep each hour's lowest and highest heap and its highest load: memory that peaks
+            // when turns peak, over a flat floor, is the working set.
+            let r = stats::pearson(&hourly_peaks);
+            analysis.load_correlation = analysis.load_correlation.or(r);
+            if analysis.verdict == analysis::Verdict::Flat
+                && r.is_some_and(|r| r >= Options::default().working_set_r)
+            {
+                analysis.verdict = analysis::Verdict::WorkingSet;
+                analysis.summary = format!(
+                    "no leak: hourly peaks follow turns in flight (r = {:.2}) over a flat floor of {}; {}",
+                    r.unwrap_or(0.0),
+                    bytes(analysis.floor_end_bytes.unwrap_or(0.0)),
+                    analysis::hidden(&analysis)
+                );
+                analysis.next_step = analysis::next_step(&analysis);
+            }
         }
-        analysis.notes.push(
-            "window longer than 48 h: hourly rollups (minimum per hour) are analysed; floors are not load-adjusted".into(),
-        );
+        analysis.notes.push(if aware == all {
+            "window longer than 48 h: hourly rollups are analysed, the lowest and highest memory \
+             at each turns-in-flight level of each hour, so floors are load-adjusted as in raw \
+             windows"
+                .to_owned()
+        } else {
+            format!(
+                "window longer than 48 h: hourly rollups are analysed; {} of {all} hours have \
+                 per-load figures, the rest only each hour's minimum (not load-adjusted)",
+                aware
+            )
+        });
     }
     if samples.is_empty() {
         analysis
@@ -234,6 +259,62 @@ pub fn analyze_boot(
         })
         .collect();
     Ok(Report { boot: boot.clone(), source, range, analysis, points, recent: None })
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// The points an hourly window is analysed from. An hour with load-aware rows gives two points
+/// per `turns_in_flight` level: the level's lowest memory at the start of the hour (the floor
+/// at that load) and its highest at the half hour (the peak); an hour without gives its
+/// minimum alone, with no load. `load_aware` counts (hours with levels, all hours).
+fn hourly_points(
+    hours: &[query::Hour],
+    levels: &[query::HourLoad],
+    load_aware: &mut (usize, usize),
+) -> Vec<SamplePoint> {
+    let f = |v: Option<i64>| v.map(|v| v as f64);
+    let mut out = Vec::with_capacity(levels.len() * 2 + hours.len());
+    let mut at = 0;
+    for h in hours {
+        while at < levels.len() && levels[at].hour_ms < h.hour_ms {
+            at += 1;
+        }
+        let start = at;
+        while at < levels.len() && levels[at].hour_ms == h.hour_ms {
+            at += 1;
+        }
+        load_aware.1 += 1;
+        if at > start {
+            load_aware.0 += 1;
+            for l in &levels[start..at] {
+                let load = Some(l.turns_in_flight as f64);
+                out.push(SamplePoint {
+                    ts_ms: h.hour_ms,
+                    allocated: f(l.allocated_min),
+                    resident: f(l.resident_min),
+                    rss: f(l.rss_min),
+                    turns_in_flight: load,
+                    ..Default::default()
+                });
+                out.push(SamplePoint {
+                    ts_ms: h.hour_ms + HOUR_MS / 2,
+                    allocated: f(l.allocated_max),
+                    rss: f(l.rss_max),
+                    turns_in_flight: load,
+                    ..Default::default()
+                });
+            }
+        } else {
+            out.push(SamplePoint {
+                ts_ms: h.hour_ms,
+                allocated: h.allocated.map(|s| s.min as f64),
+                resident: h.resident.map(|s| s.min as f64),
+                rss: h.rss.map(|s| s.min as f64),
+                ..Default::default()
+            });
+        }
+    }
+    out
 }
 
 fn to_point(s: &query::Sample) -> SamplePoint {
