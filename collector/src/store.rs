@@ -202,6 +202,9 @@ struct Rollup {
     resident: MinMax,
     turns_started: i64,
     turns_in_flight_max: Option<i64>,
+    /// `rollup_hourly_load`: per `turns_in_flight` level, a handful per hour, found by a
+    /// linear scan (no hashing per sample on the writer thread, which bounds ingest).
+    levels: Vec<(i64, LoadRollup)>,
 }
 
 /// One `rollup_hourly_load` row being built: a boot's hour at one `turns_in_flight` level.
@@ -214,6 +217,13 @@ struct LoadRollup {
 }
 
 impl LoadRollup {
+    fn merge(&mut self, o: &LoadRollup) {
+        self.samples += o.samples;
+        self.allocated.merge(&o.allocated);
+        self.resident.merge(&o.resident);
+        self.rss.merge(&o.rss);
+    }
+
     fn add(&mut self, allocated: Option<i64>, resident: Option<i64>, rss: Option<i64>) {
         self.samples += 1;
         self.allocated.add(allocated);
@@ -242,6 +252,21 @@ impl Rollup {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
+        for (level, l) in &o.levels {
+            self.level(*level).merge(l);
+        }
+    }
+
+    /// The rollup of `level`, added when new.
+    fn level(&mut self, level: i64) -> &mut LoadRollup {
+        let at = match self.levels.iter().position(|(l, _)| *l == level) {
+            Some(at) => at,
+            None => {
+                self.levels.push((level, LoadRollup::default()));
+                self.levels.len() - 1
+            }
+        };
+        &mut self.levels[at].1
     }
 }
 
@@ -310,8 +335,6 @@ pub(crate) fn commit(
     done.duplicates += duplicates;
 
     let mut rollups: HashMap<(i64, i64), Rollup> = HashMap::new();
-    // (boot_no, hour, turns_in_flight): a handful of levels per hour.
-    let mut load_rollups: HashMap<(i64, i64, i64), LoadRollup> = HashMap::new();
     let mut boots: HashMap<i64, BootStats> = HashMap::new();
     for &(key, ts) in &batch.header_lines {
         let (boot_no, seq) = split_key(key);
@@ -360,7 +383,7 @@ pub(crate) fn commit(
                     if let Some(f) = opt(v[S_TURNS_IN_FLIGHT]) {
                         agg.turns_in_flight_max =
                             Some(agg.turns_in_flight_max.map_or(f, |m| m.max(f)));
-                        load_rollups.entry((boot_no, hour, f)).or_default().add(
+                        agg.level(f).add(
                             opt(v[S_ALLOCATED]),
                             opt(v[S_RESIDENT]),
                             opt(v[S_RSS]),
@@ -428,7 +451,9 @@ pub(crate) fn commit(
             a.turns_in_flight_max,
         ])?;
     }
-    for ((boot_no, hour, level), a) in &load_rollups {
+    for ((boot_no, hour), level, a) in
+        rollups.iter().flat_map(|(k, r)| r.levels.iter().map(move |(l, a)| (k, l, a)))
+    {
         tx.prepare_cached(
             "INSERT INTO rollup_hourly_load (boot_no, hour_ms, turns_in_flight, samples,
                  allocated_min, allocated_max, resident_min, rss_min, rss_max)

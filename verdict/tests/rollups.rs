@@ -103,6 +103,6 @@ fn the_migration_backfills_the_load_rollup_from_raw_samples() {
             old.analysis.notes
         );
     }
-    dispatch_collector::Collector::builder(&dir.path().join("journal"), &db).open().unwrap();
+    dispatch_collector::Collector::builder(dir.path().join("journal"), &db).open().unwrap();
     assert_eq!(rows(&db), built);
 }
