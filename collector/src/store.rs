@@ -383,11 +383,7 @@ pub(crate) fn commit(
                     if let Some(f) = opt(v[S_TURNS_IN_FLIGHT]) {
                         agg.turns_in_flight_max =
                             Some(agg.turns_in_flight_max.map_or(f, |m| m.max(f)));
-                        agg.level(f).add(
-                            opt(v[S_ALLOCATED]),
-                            opt(v[S_RESIDENT]),
-                            opt(v[S_RSS]),
-                        );
+                        agg.level(f).add(opt(v[S_ALLOCATED]), opt(v[S_RESIDENT]), opt(v[S_RSS]));
                     }
                 } else {
                     agg.turns_started += 1;
