@@ -178,6 +178,8 @@ impl JournalBuilder {
             dropped_unreported: AtomicU64::new(0),
             dropped_unsampled: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
+            last_error: Mutex::new(None),
+            reporting_drops: AtomicBool::new(false),
             warned: AtomicBool::new(false),
             io: Mutex::new(IoState::default()),
             io_wake: Condvar::new(),
@@ -374,6 +376,12 @@ impl Journal {
         self.shared.healthy.load(Ordering::Relaxed)
     }
 
+    /// While writes fail: the last write's error, naming the segment (`No space left on
+    /// device`, `Read-only file system`); `None` once a write succeeds again.
+    pub fn last_write_error(&self) -> Option<String> {
+        self.shared.last_error.lock().clone()
+    }
+
     /// Lines dropped since the previous call (the sampler reports them as `dropped`).
     pub fn take_dropped(&self) -> u64 {
         self.shared.dropped_unsampled.swap(0, Ordering::Relaxed)
@@ -433,6 +441,11 @@ struct Shared {
     dropped_unreported: AtomicU64,
     dropped_unsampled: AtomicU64,
     healthy: AtomicBool,
+    /// The last write's error while writes fail (`None` once one succeeds again).
+    last_error: Mutex<Option<String>>,
+    /// Set (under the segment lock) while a `journal.dropped` line is written: its own failure
+    /// is not a lost record, the count it carries is kept for the next try.
+    reporting_drops: AtomicBool,
     warned: AtomicBool,
     io: Mutex<IoState>,
     io_wake: Condvar,
@@ -503,19 +516,31 @@ impl Shared {
             Ok(()) => {
                 seg.bytes += seg.buf.len() as u64;
                 self.written.fetch_add(1, Ordering::Relaxed);
-                self.healthy.store(true, Ordering::Relaxed);
+                if !self.healthy.swap(true, Ordering::Relaxed) {
+                    *self.last_error.lock() = None;
+                }
                 if line.is_retained() && !seg.kept {
                     seg.kept = self.mark_kept(&seg.name);
                 }
                 true
             }
             Err(e) => {
+                // A disk that fills mid-line takes part of it (write(2) writes what fits, the
+                // rest fails): cut the segment back to its last whole line, so the next line
+                // written starts a line instead of completing a torn one (the collector would
+                // read the two as one bad line and lose the good one). The line was not
+                // written, so its seq goes to the next line: the sequence stays without gaps,
+                // and the `journal.dropped` record says how many were lost.
+                let _ = seg.file.set_len(seg.bytes);
+                seg.next_seq = seq;
                 self.healthy.store(false, Ordering::Relaxed);
-                self.warn_once(&format!(
-                    "writing {}: {e}",
-                    self.cfg.dir.join(seg.name.file_name()).display()
-                ));
-                self.count_drop(1);
+                let what =
+                    format!("writing {}: {e}", self.cfg.dir.join(seg.name.file_name()).display());
+                *self.last_error.lock() = Some(what.clone());
+                self.warn_once(&what);
+                if !self.reporting_drops.load(Ordering::Relaxed) {
+                    self.count_drop(1);
+                }
                 false
             }
         }
@@ -608,7 +633,14 @@ impl Shared {
         let rec = Record::JournalDropped(JournalDropped { count: n });
         match PendingLine::encode(Timestamp::now(), &self.boot, &self.cfg.service, &rec) {
             Ok(line) => {
-                self.append(seg, &line);
+                // Still failing (the disk is still full): keep the count for the next try. The
+                // report line itself is not a lost record, so its failure is not counted.
+                self.reporting_drops.store(true, Ordering::Relaxed);
+                let written = self.append(seg, &line);
+                self.reporting_drops.store(false, Ordering::Relaxed);
+                if !written {
+                    self.dropped_unreported.fetch_add(n, Ordering::Relaxed);
+                }
             }
             Err(_) => {
                 self.dropped_unreported.fetch_add(n, Ordering::Relaxed);
