@@ -68,6 +68,10 @@ pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 pub const DEFAULT_START_LOCK_WAIT_MS: u64 = 10_000;
 /// Runtime-stall threshold, milliseconds (0: off). Env: `DISPATCH_STALL_THRESHOLD_MS`.
 pub const DEFAULT_STALL_THRESHOLD_MS: u64 = 10_000;
+
+/// A streamed turn whose client reads nothing for this long is detached from its stream: the
+/// turn goes on and is stored, so a client that never reads cannot hold a provider slot.
+pub const DEFAULT_STREAM_STALL_MS: u64 = 10_000;
 /// Period of `conversation.memory` records, milliseconds (0: off). Env: `DISPATCH_CONVERSATION_MEMORY_INTERVAL_MS`.
 pub const DEFAULT_CONVERSATION_MEMORY_INTERVAL_MS: u64 = 10_000;
 /// Conversations per `conversation.memory` round (largest histories first). Env: `DISPATCH_CONVERSATION_MEMORY_TOP`.
@@ -144,6 +148,10 @@ pub struct Config {
     /// and a live minidump, once per stall (0: off).
     #[arg(long, env = "DISPATCH_STALL_THRESHOLD_MS", default_value_t = DEFAULT_STALL_THRESHOLD_MS)]
     pub stall_threshold_ms: u64,
+    /// A streamed turn whose client reads nothing for this long is detached from its stream; the turn
+    /// goes on and is stored (0: wait for the client forever).
+    #[arg(long, env = "DISPATCH_STREAM_STALL_MS", default_value_t = DEFAULT_STREAM_STALL_MS)]
+    pub stream_stall_ms: u64,
     /// Journal lines queued while the segment is busy before lines are dropped (and counted) [default: 4096].
     #[arg(long, env = "DISPATCH_JOURNAL_QUEUE_LINES")]
     pub journal_queue_lines: Option<usize>,
@@ -349,6 +357,8 @@ impl Config {
             journal_queue_lines: self.journal_queue_lines,
             stall_threshold: (self.stall_threshold_ms > 0)
                 .then(|| Duration::from_millis(self.stall_threshold_ms)),
+            stream_stall: (self.stream_stall_ms > 0)
+                .then(|| Duration::from_millis(self.stream_stall_ms)),
             memory_soft_bytes: self.memory_soft_bytes,
             memory_hard_bytes: self.memory_hard_bytes,
             tool_output_dir: self.tool_output_dir.unwrap_or_else(|| var.tool_output_dir()),
@@ -439,6 +449,8 @@ pub struct Settings {
     pub journal_queue_lines: Option<usize>,
     /// Runtime-stall threshold, if the watchdog is on.
     pub stall_threshold: Option<Duration>,
+    /// How long a streamed turn waits for its client to read, when bounded.
+    pub stream_stall: Option<Duration>,
     /// Memory-pressure soft limit set by flag or env (else the cgroup's `memory.high`).
     pub memory_soft_bytes: Option<u64>,
     /// Memory-pressure hard limit set by flag or env (else the cgroup's `memory.max`).

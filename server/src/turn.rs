@@ -159,14 +159,35 @@ pub struct TurnHandle {
 #[derive(Debug)]
 pub struct EventTx {
     tx: Option<mpsc::Sender<TurnEvent>>,
+    /// How long one event may wait for the client to read (`DISPATCH_STREAM_STALL_MS`).
+    stall: Option<std::time::Duration>,
+    /// The turn, for the line on stderr when its stream is detached.
+    turn: String,
 }
 
 impl EventTx {
+    /// Sends one event to the client's stream. A client that has gone away, or that has read
+    /// nothing for `stall` while the buffer is full, is detached: the turn goes on without
+    /// its stream (its output is stored), so it finishes and frees its provider slot.
     async fn send(&mut self, event: TurnEvent) {
-        if let Some(tx) = &self.tx {
-            if tx.send(event).await.is_err() {
-                self.tx = None;
-            }
+        let Some(tx) = &self.tx else { return };
+        let sent = match self.stall {
+            Some(limit) => match tokio::time::timeout(limit, tx.send(event)).await {
+                Ok(sent) => sent.is_ok(),
+                Err(_) => {
+                    eprintln!(
+                        "dispatch-server: turn {}: the client read nothing for {} ms; its stream \
+                         is detached, the turn goes on and is stored",
+                        self.turn,
+                        limit.as_millis()
+                    );
+                    false
+                }
+            },
+            None => tx.send(event).await.is_ok(),
+        };
+        if !sent {
+            self.tx = None;
         }
     }
 
@@ -283,7 +304,7 @@ pub fn spawn_turn(
     let task = run_turn(
         state.clone(),
         info,
-        EventTx { tx },
+        EventTx { tx, stall: state.settings.stream_stall, turn: turn.clone() },
         stop_rx,
         done_tx,
         counters.clone(),
