@@ -347,6 +347,9 @@ async fn health(State(state): State<AppState>) -> Response {
     if let CollectorState::Failed(e) = &collector {
         warnings.push(format!("embedded collector stopped: {e}"));
     }
+    if let CollectorState::Retrying(e) = &collector {
+        warnings.push(format!("embedded collector retrying (the journal keeps every line): {e}"));
+    }
     let tool_sandbox = state.tools.sandbox().describe();
     if !state.tools.sandbox().is_full() {
         warnings.push(format!("tool sandbox {tool_sandbox}"));

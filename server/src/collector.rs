@@ -29,21 +29,39 @@ pub enum CollectorState {
     Running,
     /// Stopped at shutdown.
     Stopped,
+    /// Stopped on an error it retries (a full or failing disk under the database): nothing
+    /// was committed of the failed batch, and the next try reopens the database and goes on
+    /// from the last commit.
+    Retrying(String),
     /// Could not start, or stopped on an error (the message).
     Failed(String),
 }
 
 impl CollectorState {
-    /// `off`, `running`, `stopped` or `failed`.
+    /// `off`, `running`, `stopped`, `retrying` or `failed`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Off => "off",
             Self::Running => "running",
             Self::Stopped => "stopped",
+            Self::Retrying(_) => "retrying",
             Self::Failed(_) => "failed",
         }
     }
 }
+
+/// Errors the embedded collector waits out and retries: I/O and SQLite errors (a full disk,
+/// `SQLITE_FULL`, `SQLITE_IOERR`, a busy database). Not: another collector holding the
+/// database, a schema from a newer build, an unsafe or missing journal directory, which a
+/// retry would not change.
+pub fn retryable(e: &CollectorError) -> bool {
+    matches!(e.code(), "collector_io" | "collector_db" | "collector_thread_lost")
+}
+
+/// First wait before a retry; it doubles per failure up to [`RETRY_MAX`].
+pub const RETRY_FIRST: Duration = Duration::from_millis(250);
+/// Longest wait between retries.
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// A shared view of the embedded collector's state. Cheap to clone.
 #[derive(Debug, Clone, Default)]
@@ -65,6 +83,17 @@ impl CollectorStatus {
     }
 }
 
+/// Opens the collector for the server: its own small page cache (the standalone collector's
+/// 64 MiB cache is sized for bulk drains; embedded, it would count as the server's own memory
+/// in every sample, and a server writes a few lines a second).
+fn open_embedded(journal_dir: &Path, db: &Path) -> Result<Collector, CollectorError> {
+    let collector = Collector::builder(journal_dir, db).open()?;
+    if let Err(e) = collector.connection().pragma_update(None, "cache_size", -EMBEDDED_CACHE_KIB) {
+        eprintln!("dispatch-server: embedded collector: setting cache_size: {e}");
+    }
+    Ok(collector)
+}
+
 /// The running collector thread.
 #[derive(Debug)]
 pub struct EmbeddedCollector {
@@ -81,33 +110,71 @@ impl EmbeddedCollector {
     /// The database cannot be opened or is locked by another collector
     /// ([`CollectorError::Locked`]), or the thread cannot be started.
     pub fn start(journal_dir: &Path, db: &Path) -> Result<EmbeddedCollector, CollectorError> {
-        let mut collector = Collector::builder(journal_dir, db).open()?;
-        // The standalone collector's 64 MiB page cache is sized for bulk drains; embedded, it
-        // would count as the server's own memory in every sample. A server writes a few lines
-        // a second: a small cache is plenty.
-        if let Err(e) =
-            collector.connection().pragma_update(None, "cache_size", -EMBEDDED_CACHE_KIB)
-        {
-            eprintln!("dispatch-server: embedded collector: setting cache_size: {e}");
-        }
+        let collector = open_embedded(journal_dir, db)?;
         let stop = Arc::new(AtomicBool::new(false));
         let status = CollectorStatus::new(CollectorState::Running);
         let (flag, shared) = (stop.clone(), status.clone());
+        let (journal_dir, db_path) = (journal_dir.to_path_buf(), db.to_path_buf());
         let thread = std::thread::Builder::new()
             .name("dispatch-collector".into())
             .spawn(move || {
                 dispatch_telemetry::crash::install_thread_altstack();
-                // Follow until told to stop, then one last drain: whatever the server wrote
-                // before it asked us to stop (its final flush) is in the database.
-                let result = collector.follow(&flag).and_then(|_| collector.drain_once());
-                match result {
-                    Ok(_) => shared.set(CollectorState::Stopped),
-                    Err(e) => {
-                        eprintln!(
-                            "dispatch-server: embedded collector stopped ({}): {e:#}",
-                            e.code()
-                        );
-                        shared.set(CollectorState::Failed(e.to_string()));
+                let mut collector = Some(collector);
+                let mut wait = RETRY_FIRST;
+                loop {
+                    // Follow until told to stop, then one last drain: whatever the server
+                    // wrote before it asked us to stop (its final flush) is in the database.
+                    let result = match collector.as_mut() {
+                        Some(c) => c.follow(&flag).and_then(|_| c.drain_once()),
+                        None => open_embedded(&journal_dir, &db_path).and_then(|mut c| {
+                            // Reopened at shutdown: the last drain still happens.
+                            let r = if flag.load(Ordering::Relaxed) {
+                                c.drain_once()
+                            } else {
+                                Ok(dispatch_collector::Summary::default())
+                            };
+                            collector = Some(c);
+                            r
+                        }),
+                    };
+                    match result {
+                        Ok(_) if collector.is_some() && flag.load(Ordering::Relaxed) => {
+                            shared.set(CollectorState::Stopped);
+                            return;
+                        }
+                        Ok(_) => {
+                            // Reopened after a failure: following again.
+                            eprintln!("dispatch-server: embedded collector resumed");
+                            shared.set(CollectorState::Running);
+                            wait = RETRY_FIRST;
+                        }
+                        Err(e) if retryable(&e) && !flag.load(Ordering::Relaxed) => {
+                            if !matches!(shared.state(), CollectorState::Retrying(_)) {
+                                eprintln!(
+                                    "dispatch-server: embedded collector: {e:#} ({}); nothing of \
+                                     the failed batch was committed, retrying from the last \
+                                     commit (further failures are not printed)",
+                                    e.code()
+                                );
+                            }
+                            shared.set(CollectorState::Retrying(e.to_string()));
+                            // Drop it (and its lock): the retry reopens from the committed
+                            // checkpoints, never from a reader state that ran ahead of them.
+                            collector = None;
+                            let until = Instant::now() + wait;
+                            while Instant::now() < until && !flag.load(Ordering::Relaxed) {
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                            wait = (wait * 2).min(RETRY_MAX);
+                        }
+                        Err(e) => {
+                            eprintln!(
+                                "dispatch-server: embedded collector stopped ({}): {e:#}",
+                                e.code()
+                            );
+                            shared.set(CollectorState::Failed(e.to_string()));
+                            return;
+                        }
                     }
                 }
             })
