@@ -419,8 +419,12 @@ proptest! {
 }
 
 proptest! {
-    // The acceptance line: 10k random and corrupted inputs.
-    #![proptest_config(ProptestConfig { cases: 10_000, ..ProptestConfig::default() })]
+    // The acceptance line: 10k random and corrupted inputs, or `PROPTEST_CASES` for a long run
+    // (docs/BENCHMARKS.md, "Fuzzing").
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn ten_thousand_corrupted_lines_never_panic_and_errors_name_line_and_reason(
