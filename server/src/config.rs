@@ -70,8 +70,11 @@ pub const DEFAULT_START_LOCK_WAIT_MS: u64 = 10_000;
 pub const DEFAULT_STALL_THRESHOLD_MS: u64 = 10_000;
 
 /// A streamed turn whose client reads nothing for this long is detached from its stream: the
-/// turn goes on and is stored, so a client that never reads cannot hold a provider slot.
-pub const DEFAULT_STREAM_STALL_MS: u64 = 10_000;
+/// turn goes on and is stored, so a client that never reads cannot hold a provider slot. 2 s:
+/// with 10 s, 20 silent clients held the 4 slots for 50 s and a well-behaved client's first
+/// token waited 52 s at p99 (docs/BENCHMARKS.md, "Overload"); a reader slower than that gets
+/// the stored turn from `GET /v1/conversations/{id}`.
+pub const DEFAULT_STREAM_STALL_MS: u64 = 2_000;
 /// Period of `conversation.memory` records, milliseconds (0: off). Env: `DISPATCH_CONVERSATION_MEMORY_INTERVAL_MS`.
 pub const DEFAULT_CONVERSATION_MEMORY_INTERVAL_MS: u64 = 10_000;
 /// Conversations per `conversation.memory` round (largest histories first). Env: `DISPATCH_CONVERSATION_MEMORY_TOP`.

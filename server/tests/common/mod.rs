@@ -336,8 +336,22 @@ impl Http {
         &self,
         conversation: &str,
         message: &str,
-        mut on_event: impl FnMut(&SseEvent),
+        on_event: impl FnMut(&SseEvent),
     ) -> Vec<SseEvent> {
+        match self.try_stream_turn(conversation, message, on_event).await {
+            Ok(events) => events,
+            Err(status) => panic!("a streamed turn answered {status}"),
+        }
+    }
+
+    /// [`Http::stream_turn`] that returns the status of a refused turn (503 when the queue is
+    /// full, 0 when the connection failed) instead of failing.
+    pub async fn try_stream_turn(
+        &self,
+        conversation: &str,
+        message: &str,
+        mut on_event: impl FnMut(&SseEvent),
+    ) -> Result<Vec<SseEvent>, u16> {
         let body = serde_json::to_vec(&serde_json::json!({ "message": message })).unwrap();
         let mut req = Request::builder()
             .method("POST")
@@ -348,8 +362,10 @@ impl Http {
             req = req.header("authorization", format!("Bearer {t}"));
         }
         let req = req.body(Full::new(Bytes::from(body))).unwrap();
-        let resp = self.client.request(req).await.unwrap();
-        assert_eq!(resp.status(), 200);
+        let Ok(resp) = self.client.request(req).await else { return Err(0) };
+        if resp.status() != 200 {
+            return Err(resp.status().as_u16());
+        }
         let mut body = resp.into_body();
         let mut buf = Vec::new();
         let mut events = Vec::new();
@@ -380,7 +396,7 @@ impl Http {
                 events.push(e);
             }
         }
-        events
+        Ok(events)
     }
 }
 
