@@ -265,6 +265,25 @@ fn main() {
         .max()
         .unwrap_or(0);
     let last = of_kind(&records, "memory.sample").last().map(|s| (*s).clone()).unwrap_or_default();
+    // Where RSS is after idle: the largest resident mappings of the server proper.
+    if let Ok(smaps) = std::fs::read_to_string(format!("/proc/{}/smaps", server.worker)) {
+        let mut maps: Vec<(u64, String)> = Vec::new();
+        let mut name = String::new();
+        for line in smaps.lines() {
+            if let Some(kb) = line.strip_prefix("Rss:") {
+                let kb: u64 = kb.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0);
+                maps.push((kb, name.clone()));
+            } else if line.split_whitespace().next().is_some_and(|f| f.contains('-') && f.len() > 8)
+            {
+                let parts: Vec<&str> = line.split_whitespace().collect();
+                name = format!("{} {}", parts[0], parts.get(5).copied().unwrap_or("[anon]"));
+            }
+        }
+        maps.sort_by_key(|m| std::cmp::Reverse(m.0));
+        for (kb, name) in maps.iter().take(8) {
+            println!("  rss {:.1} MiB  {name}", *kb as f64 / 1024.0);
+        }
+    }
     let status = server.signal_and_wait(libc::SIGTERM);
     let conn = dispatch_collector::schema::open_read_only(&dir.path().join("traces.db")).unwrap();
     let reports =

@@ -55,6 +55,9 @@ const EXIT_FLUSH: Duration = Duration::from_secs(5);
 const COLLECTOR_STOP_WAIT: Duration = Duration::from_secs(10);
 
 fn main() -> std::process::ExitCode {
+    // Before any thread: SQLite's C allocations go to glibc malloc, whose per-thread arenas
+    // keep freed memory as RSS that jemalloc's figures do not show.
+    dispatch_server::sys::cap_c_malloc_arenas();
     // Flags and environment first: clap starts no thread, and the crash monitor needs the
     // journal and dump directories. (The monitor's child parses them again, identically: it
     // runs with the same arguments and environment.)

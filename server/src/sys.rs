@@ -335,6 +335,36 @@ fn keep(pid: libc::pid_t) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// glibc malloc arenas the process may use, unless `MALLOC_ARENA_MAX` says otherwise.
+///
+/// Rust code allocates from jemalloc, but C code (SQLite: the conversation store, the traces
+/// database) allocates from glibc malloc, which gives each thread that allocates its own
+/// arena (up to 8 per core) and keeps what was freed in it. After an overload run, 7 such
+/// arenas of about 8 MiB each held some 90 MiB of RSS that jemalloc's figures do not see;
+/// with 2 arenas RSS went back to 26 MiB at the same throughput (docs/BENCHMARKS.md,
+/// "Overload").
+pub const C_MALLOC_ARENAS: i32 = 2;
+
+/// Caps glibc malloc's arenas at [`C_MALLOC_ARENAS`] (call before any thread starts). Returns
+/// whether the cap was set: not when `MALLOC_ARENA_MAX` is set (the operator's choice, which
+/// glibc applies itself), nor on a C library without arenas.
+#[allow(unsafe_code)]
+pub fn cap_c_malloc_arenas() -> bool {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return false;
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt(3) only sets one of malloc's tunables; it is called at start, before
+        // the process has another thread, and M_ARENA_MAX takes any positive count.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, C_MALLOC_ARENAS) == 1 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
 /// The effective user id of this process.
 #[allow(unsafe_code)]
 pub fn effective_uid() -> u32 {
