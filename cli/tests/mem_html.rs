@@ -8,25 +8,11 @@
 
 mod common;
 
+use common::synth;
+
 use std::path::Path;
 
 use common::chromium::{overlapping_text, render_url, requests};
-
-fn synth(dir: &Path, scenario: &str, seed: u64) {
-    common::stdout_of(
-        common::dispatchctl_command(),
-        &[
-            "journal",
-            "synth",
-            "--scenario",
-            scenario,
-            "--seed",
-            &seed.to_string(),
-            "--out",
-            dir.to_str().unwrap(),
-        ],
-    );
-}
 
 /// Text a reader sees: the page without tags (the SVG's labels included).
 fn visible_text(html: &str) -> String {

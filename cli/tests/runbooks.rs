@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::server::{ADMIN_TOKEN, Server, journal, of_kind, server_binary, wait_for};
+use common::server::{ADMIN_TOKEN, journal, of_kind, server_binary, wait_for};
 
 /// Lines that cannot succeed on the test install, each with why; any other non-zero exit fails.
 const EXPECTED_FAILURES: &[(&str, &str)] = &[
@@ -92,32 +92,9 @@ fn every_command_in_the_runbooks_runs_against_a_real_install() {
     let store_arg = store.display().to_string();
     let args = ["--admin-token", ADMIN_TOKEN, "--symbol-store", &store_arg];
 
-    // Boot 1: a turn in flight, then a segfault: dump, crash and exit records.
-    let mut first = Server::start(&var, &args);
-    let conversation = first.create_conversation();
-    first.stream_turn(&conversation);
-    wait_for("the turn's turn.start", || {
-        (!of_kind(&journal(&var), "turn.start").is_empty()).then_some(())
-    });
-    let (status, body) = first.post("/admin/fault/segfault", ADMIN_TOKEN, "");
-    assert_eq!(status, 202, "{body}");
-    let died = first.child.wait().unwrap();
-    assert_eq!(died.signal(), Some(11), "the first boot dies of SIGSEGV");
-    let crashed_boot = wait_for("the crash record", || {
-        let r = journal(&var);
-        of_kind(&r, "crash").first().and_then(|c| c["boot"].as_str().map(str::to_owned))
-    });
-    drop(first);
-
-    // Boot 2: serving, with a finished turn and its symbols stored.
-    let second = Server::start(&var, &args);
-    let c = second.create_conversation();
-    let (status, body) = second.post(
-        &format!("/v1/conversations/{c}/turns"),
-        &second.token,
-        r#"{"message": "size:100 rate:0"}"#,
-    );
-    assert_eq!(status, 200, "{body}");
+    // Boot 1: a turn in flight, then a segfault: dump, crash and exit records. Boot 2:
+    // serving, with a finished turn and its symbols stored.
+    let (second, crashed_boot) = common::server::crashed_and_restarted(&var, &args);
     wait_for("the symbols.stored record", || {
         (!of_kind(&journal(&var), "symbols.stored").is_empty()).then_some(())
     });

@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::os::unix::process::ExitStatusExt as _;
 
 use common::chromium::{fetchable_urls, overlapping_text, render_url, requests};
 use common::server::{ADMIN_TOKEN, Server, journal, of_kind, wait_for};
@@ -37,30 +36,8 @@ fn the_ui_page_shows_pressure_verdict_and_crashes_and_links_the_postmortem() {
     std::fs::create_dir_all(&var).unwrap();
     let args = ["--admin-token", ADMIN_TOKEN, "--memory-soft-bytes", "8589934592"];
 
-    // Boot 1: a turn in flight, then a segfault.
-    let mut first = Server::start(&var, &args);
-    let c = first.create_conversation();
-    first.stream_turn(&c);
-    wait_for("the turn's turn.start", || {
-        (!of_kind(&journal(&var), "turn.start").is_empty()).then_some(())
-    });
-    let (status, body) = first.post("/admin/fault/segfault", ADMIN_TOKEN, "");
-    assert_eq!(status, 202, "{body}");
-    assert_eq!(first.child.wait().unwrap().signal(), Some(11));
-    let crashed = wait_for("the crash record", || {
-        of_kind(&journal(&var), "crash").first().and_then(|c| c["boot"].as_str().map(str::to_owned))
-    });
-    drop(first);
-
-    // Boot 2 serves the page; a finished turn and a conversation.
-    let second = Server::start(&var, &args);
-    let c = second.create_conversation();
-    let (status, body) = second.post(
-        &format!("/v1/conversations/{c}/turns"),
-        &second.token,
-        r#"{"message": "size:100 rate:0"}"#,
-    );
-    assert_eq!(status, 200, "{body}");
+    // Boot 1 segfaults with a turn in flight; boot 2 serves the page.
+    let (second, crashed) = common::server::crashed_and_restarted(&var, &args);
     let running = wait_for("boot 2's process.start", || {
         let r = journal(&var);
         of_kind(&r, "process.start")

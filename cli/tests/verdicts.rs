@@ -6,25 +6,13 @@
 
 mod common;
 
+use common::synth;
+
 use std::path::Path;
 use std::process::Output;
 
 fn dispatchctl(args: &[&str]) -> Output {
     common::dispatchctl_command().env_remove("NO_COLOR").args(args).output().unwrap()
-}
-
-fn synth(dir: &Path, scenario: &str, seed: u64) {
-    let out = dispatchctl(&[
-        "journal",
-        "synth",
-        "--scenario",
-        scenario,
-        "--seed",
-        &seed.to_string(),
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn mem_json(dir: &Path, since: &str) -> serde_json::Value {

@@ -33,16 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Http, ServerProcess, of_kind, read_journal};
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use common::{Http, ServerProcess, bench_arg, of_kind, read_journal};
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {
@@ -85,13 +76,13 @@ impl Tally {
 }
 
 fn main() {
-    let seconds = arg("--seconds", 60);
-    let clients = arg("--clients", 200) as usize;
+    let seconds = bench_arg("--seconds", 60);
+    let clients = bench_arg("--clients", 200) as usize;
     let dir = tempfile::tempdir().expect("temp dir");
     // `--stream-stall-ms N`: the server's DISPATCH_STREAM_STALL_MS (default: the server's own).
     let stall = std::env::args()
         .any(|a| a == "--stream-stall-ms")
-        .then(|| arg("--stream-stall-ms", 10_000).to_string());
+        .then(|| bench_arg("--stream-stall-ms", 10_000).to_string());
     let server_args: Vec<&str> = match &stall {
         Some(ms) => vec!["--stream-stall-ms", ms],
         None => Vec::new(),

@@ -24,24 +24,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::ServerProcess;
+use common::{ServerProcess, bench_arg};
 use serde_json::json;
 
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
-    let minutes = arg("--minutes", 10);
-    let leak_mb = arg("--leak-mb", 0);
+    let minutes = bench_arg("--minutes", 10);
+    let leak_mb = bench_arg("--leak-mb", 0);
     let leak_conversation = std::env::args()
         .any(|a| a == "--leak-conversation")
-        .then(|| arg("--leak-conversation", 0) as usize);
+        .then(|| bench_arg("--leak-conversation", 0) as usize);
     let dir = tempfile::tempdir().expect("temp dir");
     let token = "verdict-bench-token";
     let mut server =

@@ -8,45 +8,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
+use common::tmpfs::Tmpfs;
 use common::{Http, ServerProcess, of_kind, read_journal, wait_for_async};
 use serde_json::Value;
-
-/// A tmpfs at `at`, unmounted (lazily) when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(at).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
-            .arg(at)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "this test mounts a tmpfs to fill it (it needs root, as CI has): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs(at.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-fn fill(file: &Path) {
-    use std::io::Write;
-    let mut f = std::fs::File::create(file).unwrap();
-    let block = vec![0u8; 4096];
-    while f.write_all(&block).is_ok() {}
-    while f.write_all(&block[..1]).is_ok() {}
-}
 
 async fn collector_state(http: &Http) -> Value {
     http.json("GET", "/health", None).await.1["telemetry"].clone()
@@ -75,8 +41,7 @@ async fn a_full_database_disk_is_retried_and_ingest_resumes_exactly_once() {
     })
     .await;
 
-    let filler = fs.0.join("filler");
-    fill(&filler);
+    let filler = fs.fill("filler");
     // Turns while the database cannot grow: the journal keeps every line.
     for _ in 0..4 {
         let c = http.create_conversation().await;

@@ -8,50 +8,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
+use common::tmpfs::Tmpfs;
 use common::{Http, ServerProcess, of_kind, read_journal, wait_for_async};
 use serde_json::{Value, json};
 
-/// A tmpfs at `at`, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(at).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
-            .arg(at)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "this test mounts a tmpfs to fill it (it needs root, as CI has): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs(at.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 async fn health(http: &Http) -> (u16, Value) {
     http.json("GET", "/health", None).await
-}
-
-/// Fills the filesystem of `dir` but for nothing: a file grown 4 KiB at a time until a write
-/// fails.
-fn fill(file: &Path) {
-    use std::io::Write;
-    let mut f = std::fs::File::create(file).unwrap();
-    let block = vec![0u8; 4096];
-    while f.write_all(&block).is_ok() {}
-    let _ = f.write_all(&block[..1]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,8 +31,7 @@ async fn a_full_journal_disk_degrades_telemetry_and_recovers_without_a_restart()
     })
     .await;
 
-    let filler = fs.0.join("filler.bin");
-    fill(&filler);
+    let filler = fs.fill("filler.bin");
     let failing = wait_for_async("/health to say the journal is failing", || async {
         let (status, h) = health(&http).await;
         (status == 503 && h["telemetry"]["journal"] == "failing").then_some(h)

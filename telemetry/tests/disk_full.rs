@@ -7,40 +7,15 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use dispatch_journal::Record;
 use dispatch_journal::record::TurnStart;
 use dispatch_telemetry::journal::JournalBuilder;
 
-/// A tmpfs of `size` at `at`, unmounted when dropped (also when the test panics).
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(at).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
-            .arg(at)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "this test mounts a tmpfs to fill it (it needs root, as CI has): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs(at.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        // Lazy: the journal's io thread may still hold a segment open for a moment.
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
+#[path = "../../server/tests/common/tmpfs.rs"]
+mod tmpfs;
+use tmpfs::Tmpfs;
 
 fn turn(i: u64) -> Record {
     Record::TurnStart(TurnStart {

@@ -27,3 +27,20 @@ pub fn stdout_of(mut cmd: Command, args: &[&str]) -> String {
     assert!(out.stderr.is_empty(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// A synthetic journal of `scenario` (`dispatchctl journal synth`) in `dir`.
+pub fn synth(dir: &std::path::Path, scenario: &str, seed: u64) {
+    stdout_of(
+        dispatchctl_command(),
+        &[
+            "journal",
+            "synth",
+            "--scenario",
+            scenario,
+            "--seed",
+            &seed.to_string(),
+            "--out",
+            dir.to_str().unwrap(),
+        ],
+    );
+}

@@ -211,3 +211,35 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// An install that crashed and came back: a debug server in `var` with `args` (which must
+/// turn the admin API on with [`ADMIN_TOKEN`]) segfaults through the admin fault with a turn
+/// in flight (a real minidump, `crash` and `exit` records), then a second boot starts and
+/// finishes one turn. Returns the serving server and the crashed boot's id.
+pub fn crashed_and_restarted(var: &Path, args: &[&str]) -> (Server, String) {
+    use std::os::unix::process::ExitStatusExt as _;
+    let mut first = Server::start(var, args);
+    let conversation = first.create_conversation();
+    first.stream_turn(&conversation);
+    wait_for("the turn's turn.start", || {
+        (!of_kind(&journal(var), "turn.start").is_empty()).then_some(())
+    });
+    let (status, body) = first.post("/admin/fault/segfault", ADMIN_TOKEN, "");
+    assert_eq!(status, 202, "{body}");
+    let died = first.child.wait().unwrap();
+    assert_eq!(died.signal(), Some(11), "the first boot dies of SIGSEGV");
+    let crashed = wait_for("the crash record", || {
+        let r = journal(var);
+        of_kind(&r, "crash").first().and_then(|c| c["boot"].as_str().map(str::to_owned))
+    });
+    drop(first);
+    let second = Server::start(var, args);
+    let c = second.create_conversation();
+    let (status, body) = second.post(
+        &format!("/v1/conversations/{c}/turns"),
+        &second.token,
+        r#"{"message": "size:100 rate:0"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    (second, crashed)
+}

@@ -18,6 +18,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 pub mod nested_cargo;
+pub mod tmpfs;
 
 /// Generous deadline for conditions a test waits for (never a timing assertion).
 pub const DEADLINE: Duration = Duration::from_secs(60);
@@ -470,4 +471,15 @@ pub fn release_server() -> PathBuf {
             binary
         })
         .clone()
+}
+
+/// A benchmark's `--name VALUE` argument, or `default` (benches take their own flags after
+/// `cargo bench ... --`).
+pub fn bench_arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
