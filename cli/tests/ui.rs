@@ -10,7 +10,6 @@
 
 mod common;
 
-
 use common::chromium::{fetchable_urls, overlapping_text, render_url, requests};
 use common::server::{ADMIN_TOKEN, Server, journal, of_kind, wait_for};
 use serde_json::Value;
