@@ -95,6 +95,10 @@ fn main() {
     let health = |http: &Http| rt.block_on(http.json("GET", "/health", None)).1;
     std::thread::sleep(Duration::from_secs(5));
     let rss_before = health(&http)["memory_pressure"]["bytes"].as_u64().unwrap_or(0);
+    let allocated_before = of_kind(&read_journal(&server.journal_dir()), "memory.sample")
+        .last()
+        .and_then(|s| s["jemalloc"]["allocated"].as_u64())
+        .unwrap_or(0);
 
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
@@ -308,8 +312,9 @@ fn main() {
         last["jemalloc"][k].as_u64().map_or("-".to_owned(), |b| format!("{:.1} MiB", mib(b)))
     };
     println!(
-        "after idle, jemalloc: allocated {}, resident {}, retained {}; conversations loaded {}, state {}",
+        "after idle, jemalloc: allocated {} (before the load {:.1} MiB), resident {}, retained {}; conversations loaded {}, state {}",
         je("allocated"),
+        mib(allocated_before),
         je("resident"),
         je("retained"),
         last["conversations_loaded"],
