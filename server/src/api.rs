@@ -387,7 +387,7 @@ async fn health(State(state): State<AppState>) -> Response {
             // While writes fail: why (a full or read-only disk), and the lines lost so far;
             // the server keeps serving and the journal writes again once it can.
             "journal_error": state.journal.last_write_error(),
-            "journal_dropped_lines": state.journal.stats().lines_dropped,
+            "journal_dropped_lines": state.journal.lines_dropped(),
             "sampler": match &state.sampler {
                 Some(_) if sampler_alive => "alive",
                 Some(_) => "dead",

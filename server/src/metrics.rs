@@ -310,7 +310,7 @@ pub fn render(state: &AppState, process: &ProcessFigures, pipeline: &PipelineFig
         "dispatch_journal_dropped_records_total",
         "Journal lines dropped since start (queue full, or a write failed).",
         "counter",
-        Some(state.journal.stats().lines_dropped as f64),
+        Some(state.journal.lines_dropped() as f64),
     );
     m.one(
         "dispatch_collector_lag_bytes",

@@ -24,11 +24,11 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dispatch_collector::query;
 use dispatch_journal::paths::VarDir;
-use dispatch_verdict::chart::escape_xml as esc;
+use dispatch_verdict::chart::{escape_xml as esc, truncate};
 use dispatch_verdict::history::{self, CrashLoop, End};
 use dispatch_verdict::output::{bytes, duration_ms, time};
 use dispatch_verdict::page::{self, verdict_class};
-use dispatch_verdict::report::{self, Report, Since};
+use dispatch_verdict::report::{self, Report, Since, short};
 
 use crate::pressure::Level;
 use crate::state::AppState;
@@ -292,18 +292,6 @@ fn read_view(live: &Live) -> View {
         view.whole = whole;
     }
     view
-}
-
-fn short(id: &str) -> &str {
-    id.get(..8).unwrap_or(id)
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_owned()
-    } else {
-        format!("{}…", s.chars().take(max).collect::<String>())
-    }
 }
 
 fn head(out: &mut String, title: &str, refresh: bool) {

@@ -179,7 +179,6 @@ impl JournalBuilder {
             dropped_unsampled: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
             last_error: Mutex::new(None),
-            reporting_drops: AtomicBool::new(false),
             warned: AtomicBool::new(false),
             io: Mutex::new(IoState::default()),
             io_wake: Condvar::new(),
@@ -194,7 +193,7 @@ impl JournalBuilder {
             *st = Some(seg);
             let header = shared.header_line(next_segment);
             if let Some(seg) = st.as_mut() {
-                shared.append(seg, &header);
+                shared.append(seg, &header, true);
             }
         }
         let weak = Arc::downgrade(&shared);
@@ -313,7 +312,7 @@ impl Journal {
                 let ok = match guard.as_mut() {
                     Some(seg) => {
                         s.drain_queue_locked(seg);
-                        s.append(seg, &line)
+                        s.append(seg, &line, true)
                     }
                     None => false,
                 };
@@ -387,6 +386,12 @@ impl Journal {
         self.shared.dropped_unsampled.swap(0, Ordering::Relaxed)
     }
 
+    /// Lines dropped since the journal opened (queue full, write failed), without the segment
+    /// lock that [`Journal::stats`] waits for: `/health` and `/metrics` read it per request.
+    pub fn lines_dropped(&self) -> u64 {
+        self.shared.dropped_total.load(Ordering::Relaxed)
+    }
+
     /// Current counters.
     pub fn stats(&self) -> JournalStats {
         let s = &self.shared;
@@ -443,9 +448,6 @@ struct Shared {
     healthy: AtomicBool,
     /// The last write's error while writes fail (`None` once one succeeds again).
     last_error: Mutex<Option<String>>,
-    /// Set (under the segment lock) while a `journal.dropped` line is written: its own failure
-    /// is not a lost record, the count it carries is kept for the next try.
-    reporting_drops: AtomicBool,
     warned: AtomicBool,
     io: Mutex<IoState>,
     io_wake: Condvar,
@@ -495,16 +497,18 @@ impl Shared {
     }
 
     /// Writes one line under the segment lock, rotating first if it would overflow.
-    fn append(&self, seg: &mut Segment, line: &PendingLine) -> bool {
+    /// `lost_if_failed`: whether a failed write counts as a dropped record (not for the
+    /// `journal.dropped` report itself, whose count is kept for the next try).
+    fn append(&self, seg: &mut Segment, line: &PendingLine, lost_if_failed: bool) -> bool {
         let len = line.len_with_seq(seg.next_seq) as u64;
         if seg.bytes > 0 && seg.bytes + len > self.cfg.max_segment_bytes {
             // If rotation fails, keep writing to the old segment rather than lose lines.
             self.rotate(seg);
         }
-        self.write_line(seg, line)
+        self.write_line(seg, line, lost_if_failed)
     }
 
-    fn write_line(&self, seg: &mut Segment, line: &PendingLine) -> bool {
+    fn write_line(&self, seg: &mut Segment, line: &PendingLine, lost_if_failed: bool) -> bool {
         let seq = seg.next_seq;
         seg.next_seq += 1;
         seg.buf.clear();
@@ -538,7 +542,7 @@ impl Shared {
                     format!("writing {}: {e}", self.cfg.dir.join(seg.name.file_name()).display());
                 *self.last_error.lock() = Some(what.clone());
                 self.warn_once(&what);
-                if !self.reporting_drops.load(Ordering::Relaxed) {
+                if lost_if_failed {
                     self.count_drop(1);
                 }
                 false
@@ -574,7 +578,7 @@ impl Shared {
         };
         let old = std::mem::replace(seg, next);
         let header = self.header_line(seg.name.segment);
-        self.write_line(seg, &header);
+        self.write_line(seg, &header, true);
         let mut io = self.io.lock();
         io.retired.push(old.file);
         io.dir_sync_needed = true;
@@ -604,7 +608,7 @@ impl Shared {
                 q.drain(..).collect()
             };
             for line in &batch {
-                self.append(seg, line);
+                self.append(seg, line, true);
             }
         }
         self.report_drops_locked(seg);
@@ -635,10 +639,7 @@ impl Shared {
             Ok(line) => {
                 // Still failing (the disk is still full): keep the count for the next try. The
                 // report line itself is not a lost record, so its failure is not counted.
-                self.reporting_drops.store(true, Ordering::Relaxed);
-                let written = self.append(seg, &line);
-                self.reporting_drops.store(false, Ordering::Relaxed);
-                if !written {
+                if !self.append(seg, &line, false) {
                     self.dropped_unreported.fetch_add(n, Ordering::Relaxed);
                 }
             }

@@ -45,8 +45,8 @@ mod fixtures;
 mod svg;
 mod terminal;
 
-pub use svg::escape_xml;
 pub use svg::svg;
+pub use svg::{escape_xml, truncate};
 pub use terminal::terminal;
 
 /// One point of the memory-vs-load series.

@@ -52,8 +52,8 @@ pub fn escape_xml(text: &str) -> String {
     out
 }
 
-/// Cuts `text` to `max` characters with an ellipsis.
-fn truncate(text: &str, max: usize) -> String {
+/// Cuts `text` to `max` characters, the last an ellipsis when it was cut.
+pub fn truncate(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         return text.to_owned();
     }
