@@ -2,20 +2,22 @@
 //! loop-mounted image with `errors=remount-ro`, and an ext4 error raised through sysfs, as a
 //! failing disk does; CI runs as root, and the test fails rather than skips when it cannot
 //! mount): it keeps serving turns, `/health` says the journal is failing and why, and the
-//! lines it cannot write are counted. A filesystem the kernel aborted is not writable again
-//! until it is unmounted and checked, so recovery is a restart onto the repaired disk (the
-//! disk-full test, `disk_full.rs`, shows recovery without one).
+//! lines it cannot write are counted. A filesystem the kernel aborted is never writable again
+//! (not even after `remount,rw`), so the operator's fix is a working disk mounted at the same
+//! path; the writer, which no longer trusts its old descriptor, opens a new segment there by
+//! path and the same process journals again, with the lost lines counted in a
+//! `journal.dropped` record and in the next sample's `dropped`. No restart.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 
-use common::tmpfs::Ext4;
-use common::{ServerProcess, wait_for_async};
+use common::tmpfs::{Ext4, Tmpfs};
+use common::{ServerProcess, of_kind, read_journal, wait_for_async};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_journal_disk_that_turns_read_only_degrades_telemetry_and_the_server_serves_on() {
+async fn a_journal_disk_that_turns_read_only_degrades_telemetry_and_a_new_disk_recovers_it() {
     let var = tempfile::tempdir().unwrap();
     let fs = Ext4::mount(&var.path().join("journal"), "16M");
     let mut server = ServerProcess::start(var.path(), &["--sample-interval-ms", "100"]);
@@ -62,7 +64,38 @@ async fn a_journal_disk_that_turns_read_only_degrades_telemetry_and_the_server_s
     .await;
     assert_eq!(later["pid"].as_u64(), Some(pid), "the same process: no restart");
 
-    // A stop on a read-only journal still ends: the shutdown path does not wait on the disk.
+    // The operator's fix: the failed disk unmounted (lazily: the server still holds its old
+    // segment open) and a working one mounted at the same path.
+    let umount = std::process::Command::new("umount").arg("-l").arg(&fs.at).status().unwrap();
+    assert!(umount.success());
+    let fresh = Tmpfs::mount(&fs.at, "16m");
+    let healthy = wait_for_async("/health to recover on the new disk", || async {
+        let (status, h) = http.json("GET", "/health", None).await;
+        (status == 200 && h["telemetry"]["journal"] == "ok").then_some(h)
+    })
+    .await;
+    assert_eq!(healthy["pid"].as_u64(), Some(pid), "the same process: no restart");
+    assert!(healthy["telemetry"]["journal_error"].is_null(), "{healthy}");
+    let lost = healthy["telemetry"]["journal_dropped_lines"].as_u64().unwrap();
+    let records = wait_for_async("a journal.dropped record and a sample with dropped", || {
+        let dir = fresh.0.clone();
+        async move {
+            let r = read_journal(&dir);
+            let reported: u64 =
+                of_kind(&r, "journal.dropped").iter().filter_map(|d| d["count"].as_u64()).sum();
+            let sampled: u64 =
+                of_kind(&r, "memory.sample").iter().filter_map(|s| s["dropped"].as_u64()).sum();
+            (reported > 0 && sampled > 0).then_some((r, reported, sampled))
+        }
+    })
+    .await;
+    let (r, reported, sampled) = records;
+    assert!(reported <= lost && sampled <= lost, "{reported} and {sampled} of {lost} lost");
+    assert_eq!(r[0]["kind"], "journal.segment", "the new disk's segment starts with its header");
+    let boot = healthy["boot"].as_str().unwrap();
+    assert!(r.iter().all(|l| l["boot"] == boot), "only this boot's lines on the new disk");
+
+    // A stop still ends cleanly.
     let status = server.signal_and_wait(libc::SIGTERM);
     assert!(status.code().is_some(), "the server stopped on SIGTERM: {status:?}");
 }

@@ -424,6 +424,21 @@ struct Segment {
     next_seq: u64,
     kept: bool,
     buf: Vec<u8>,
+    /// Set when a write failed in a way this descriptor never recovers from (its filesystem
+    /// turned read-only or went away): from then on, a new segment opened by path is tried
+    /// at most every [`REOPEN_EVERY`], which reaches a filesystem mounted there since.
+    reopen_at: Option<Instant>,
+}
+
+/// How often a segment whose filesystem refuses writes for good tries a new one.
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
+
+/// Write errors after which the open descriptor is useless (EROFS: the kernel turned the
+/// filesystem read-only on an error and will not make it writable again; EIO, ENODEV, ESTALE:
+/// the device or export is gone). ENOSPC is not one: the same descriptor works once space
+/// returns, and trying new files on a full disk would only litter it with empty segments.
+fn descriptor_is_dead(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EROFS | libc::EIO | libc::ENODEV | libc::ESTALE))
 }
 
 #[derive(Default)]
@@ -485,6 +500,7 @@ impl Shared {
                         next_seq,
                         kept: false,
                         buf: Vec::with_capacity(1024),
+                        reopen_at: None,
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => number += 1,
@@ -501,7 +517,13 @@ impl Shared {
     /// `journal.dropped` report itself, whose count is kept for the next try).
     fn append(&self, seg: &mut Segment, line: &PendingLine, lost_if_failed: bool) -> bool {
         let len = line.len_with_seq(seg.next_seq) as u64;
-        if seg.bytes > 0 && seg.bytes + len > self.cfg.max_segment_bytes {
+        if seg.reopen_at.is_some_and(|at| Instant::now() >= at) {
+            // The segment's filesystem refuses writes for good: only a new segment, opened by
+            // path, can reach a disk mounted (or repaired and remounted) there since.
+            if !self.rotate(seg) {
+                seg.reopen_at = Some(Instant::now() + REOPEN_EVERY);
+            }
+        } else if seg.bytes > 0 && seg.bytes + len > self.cfg.max_segment_bytes {
             // If rotation fails, keep writing to the old segment rather than lose lines.
             self.rotate(seg);
         }
@@ -537,6 +559,9 @@ impl Shared {
                 // and the `journal.dropped` record says how many were lost.
                 let _ = seg.file.set_len(seg.bytes);
                 seg.next_seq = seq;
+                if descriptor_is_dead(&e) && seg.reopen_at.is_none() {
+                    seg.reopen_at = Some(Instant::now());
+                }
                 self.healthy.store(false, Ordering::Relaxed);
                 let what =
                     format!("writing {}: {e}", self.cfg.dir.join(seg.name.file_name()).display());
@@ -567,13 +592,13 @@ impl Shared {
     }
 
     /// Opens the next segment (header first) and hands the old one to the io thread to sync.
-    /// On failure (warned once) `seg` stays the current segment.
-    fn rotate(&self, seg: &mut Segment) {
+    /// On failure (warned once) `seg` stays the current segment and this returns false.
+    fn rotate(&self, seg: &mut Segment) -> bool {
         let next = match self.open_segment(seg.name.segment + 1, seg.next_seq) {
             Ok(n) => n,
             Err((path, e)) => {
                 self.warn_once(&format!("rotating to {}: {e}", path.display()));
-                return;
+                return false;
             }
         };
         let old = std::mem::replace(seg, next);
@@ -585,6 +610,7 @@ impl Shared {
         io.retention_needed = true;
         io.sync_requested = true;
         self.io_wake.notify_all();
+        true
     }
 
     fn enqueue(&self, line: PendingLine) -> bool {
