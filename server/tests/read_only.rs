@@ -12,9 +12,9 @@
 
 mod common;
 
+use common::journal_disk::{drops_reported, health_says, serves_a_turn};
 use common::tmpfs::{Ext4, Tmpfs};
-use common::{ServerProcess, of_kind, read_journal, wait_for_async};
-use serde_json::json;
+use common::{ServerProcess, wait_for_async};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_journal_disk_that_turns_read_only_degrades_telemetry_and_a_new_disk_recovers_it() {
@@ -29,11 +29,7 @@ async fn a_journal_disk_that_turns_read_only_degrades_telemetry_and_a_new_disk_r
     .await;
 
     fs.fail_read_only();
-    let failing = wait_for_async("/health to say the journal is failing", || async {
-        let (status, h) = http.json("GET", "/health", None).await;
-        (status == 503 && h["telemetry"]["journal"] == "failing").then_some(h)
-    })
-    .await;
+    let failing = health_says(&http, 503, "failing").await;
     let error = failing["telemetry"]["journal_error"].as_str().unwrap_or_default().to_owned();
     assert!(error.contains("Read-only file system"), "{failing}");
     assert!(error.contains(&fs.at.display().to_string()), "the error names the segment: {error}");
@@ -41,17 +37,7 @@ async fn a_journal_disk_that_turns_read_only_degrades_telemetry_and_a_new_disk_r
     assert!(dropped > 0, "{failing}");
 
     // Still serving: a conversation and a whole turn while nothing can be journaled.
-    let (status, created) = http.json("POST", "/v1/conversations", Some(json!({}))).await;
-    assert_eq!(status, 201, "{created}");
-    let id = created["id"].as_str().unwrap().to_owned();
-    let (status, turn) = http
-        .json(
-            "POST",
-            &format!("/v1/conversations/{id}/turns"),
-            Some(json!({ "message": "size:100 rate:0" })),
-        )
-        .await;
-    assert_eq!(status, 200, "a turn is served on a read-only journal disk: {turn}");
+    let id = serves_a_turn(&http, "on a read-only journal disk").await;
     let (status, read) = http.json("GET", &format!("/v1/conversations/{id}"), None).await;
     assert_eq!(status, 200);
     assert_eq!(read["turns_list"][0]["status"], "ok", "{read}");
@@ -69,28 +55,11 @@ async fn a_journal_disk_that_turns_read_only_degrades_telemetry_and_a_new_disk_r
     let umount = std::process::Command::new("umount").arg("-l").arg(&fs.at).status().unwrap();
     assert!(umount.success());
     let fresh = Tmpfs::mount(&fs.at, "16m");
-    let healthy = wait_for_async("/health to recover on the new disk", || async {
-        let (status, h) = http.json("GET", "/health", None).await;
-        (status == 200 && h["telemetry"]["journal"] == "ok").then_some(h)
-    })
-    .await;
+    let healthy = health_says(&http, 200, "ok").await;
     assert_eq!(healthy["pid"].as_u64(), Some(pid), "the same process: no restart");
     assert!(healthy["telemetry"]["journal_error"].is_null(), "{healthy}");
     let lost = healthy["telemetry"]["journal_dropped_lines"].as_u64().unwrap();
-    let records = wait_for_async("a journal.dropped record and a sample with dropped", || {
-        let dir = fresh.0.clone();
-        async move {
-            let r = read_journal(&dir);
-            let reported: u64 =
-                of_kind(&r, "journal.dropped").iter().filter_map(|d| d["count"].as_u64()).sum();
-            let sampled: u64 =
-                of_kind(&r, "memory.sample").iter().filter_map(|s| s["dropped"].as_u64()).sum();
-            (reported > 0 && sampled > 0).then_some((r, reported, sampled))
-        }
-    })
-    .await;
-    let (r, reported, sampled) = records;
-    assert!(reported <= lost && sampled <= lost, "{reported} and {sampled} of {lost} lost");
+    let r = drops_reported(&fresh.0, lost).await;
     assert_eq!(r[0]["kind"], "journal.segment", "the new disk's segment starts with its header");
     let boot = healthy["boot"].as_str().unwrap();
     assert!(r.iter().all(|l| l["boot"] == boot), "only this boot's lines on the new disk");

@@ -17,6 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
+pub mod journal_disk;
 pub mod nested_cargo;
 pub mod tmpfs;
 
