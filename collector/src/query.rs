@@ -9,6 +9,7 @@
 
 use rusqlite::{Connection, Row, params};
 
+use crate::hours::HourSet;
 use crate::schema::SEQ_BITS;
 
 /// A failed query.
@@ -552,6 +553,151 @@ pub fn turns_started(conn: &Connection, range: TimeRange) -> Result<Vec<Turn>, Q
         }
     }
     Ok(out)
+}
+
+/// One conversation's turns over a whole boot, from the attribution rollup kept at ingest
+/// (`rollup_conversation`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationRollup {
+    /// Conversation id (`""` for turns without one).
+    pub conversation: String,
+    /// `turn.start` records.
+    pub turns: i64,
+    /// `turn.end` records other than `sealed`.
+    pub ended: i64,
+    /// Sum of `alloc_bytes - freed_bytes` over ends that have both.
+    pub kept_bytes: i64,
+    /// Sum of `alloc_bytes`.
+    pub alloc_bytes: i64,
+    /// Sum of `output_bytes`.
+    pub output_bytes: i64,
+    /// Hours a turn of it was running in.
+    pub active_hours: HourSet,
+}
+
+/// Whether the attribution rollups (schema 3) exist: a database migrated by an older
+/// collector has none, and readers rank from raw turns.
+fn has_attribution_rollups(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' \
+         AND name = 'rollup_conversation')",
+        [],
+        |r| r.get(0),
+    )
+}
+
+/// Every conversation of boot `boot_no` with its whole-boot totals and active hours, by
+/// conversation id; `None` when the database has no attribution rollups (before schema 3).
+/// One row per conversation: memory is bounded by the boot's conversations, not its turns.
+///
+/// # Errors
+/// SQLite errors.
+pub fn conversation_rollups(
+    conn: &Connection,
+    boot_no: i64,
+) -> Result<Option<Vec<ConversationRollup>>, QueryError> {
+    let what = "conversation rollups";
+    if !has_attribution_rollups(conn).map_err(q(what))? {
+        return Ok(None);
+    }
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT conversation, turns, ended, kept_bytes, alloc_bytes, output_bytes,
+                    first_hour_ms, active_hours
+             FROM rollup_conversation WHERE boot_no = ?1 ORDER BY conversation",
+        )
+        .map_err(q(what))?;
+    let rows = stmt
+        .query_map(params![boot_no], |r| {
+            let bits = r.get_ref(7)?.as_blob()?;
+            Ok(ConversationRollup {
+                conversation: r.get(0)?,
+                turns: r.get(1)?,
+                ended: r.get(2)?,
+                kept_bytes: r.get(3)?,
+                alloc_bytes: r.get(4)?,
+                output_bytes: r.get(5)?,
+                active_hours: HourSet::from_stored(r.get(6)?, bits),
+            })
+        })
+        .map_err(q(what))?;
+    rows.collect::<Result<Vec<_>, _>>().map(Some).map_err(q(what))
+}
+
+/// A turn of a boot among those that kept the most (`rollup_top_turns`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopTurn {
+    /// Conversation id.
+    pub conversation: String,
+    /// Turn id.
+    pub turn: String,
+    /// `alloc_bytes - freed_bytes`.
+    pub kept_bytes: i64,
+    /// `alloc_bytes`.
+    pub alloc_bytes: i64,
+}
+
+/// Boot `boot_no`'s turns that kept the most (at most [`crate::schema::TOP_TURNS_KEPT`]), best
+/// first; empty before schema 3.
+///
+/// # Errors
+/// SQLite errors.
+pub fn top_turns(conn: &Connection, boot_no: i64) -> Result<Vec<TopTurn>, QueryError> {
+    let what = "top turns";
+    if !has_attribution_rollups(conn).map_err(q(what))? {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT conversation, turn, kept_bytes, alloc_bytes FROM rollup_top_turns
+             WHERE boot_no = ?1 ORDER BY kept_bytes DESC, turn, conversation",
+        )
+        .map_err(q(what))?;
+    let rows = stmt
+        .query_map(params![boot_no], |r| {
+            Ok(TopTurn {
+                conversation: r.get(0)?,
+                turn: r.get(1)?,
+                kept_bytes: r.get(2)?,
+                alloc_bytes: r.get(3)?,
+            })
+        })
+        .map_err(q(what))?;
+    rows.collect::<Result<_, _>>().map_err(q(what))
+}
+
+/// The start of the earliest turn of `conversation` in boot `boot_no` that has no end in that
+/// boot other than a seal (still running at the boot's last record, or cut off by a crash);
+/// `None` when every turn ended. Reads the conversation's own turns through the
+/// `(conversation, turn)` indexes, so ask only for conversations whose rollup says
+/// `ended < turns`.
+///
+/// # Errors
+/// SQLite errors.
+pub fn first_open_turn_ms(
+    conn: &Connection,
+    boot_no: i64,
+    conversation: &str,
+) -> Result<Option<i64>, QueryError> {
+    let what = "open turns of a conversation";
+    let (lo, hi) = (boot_no << SEQ_BITS, (boot_no + 1) << SEQ_BITS);
+    // Two statements rather than a coalesce() so that the (conversation, turn) index serves.
+    let who = if conversation.is_empty() {
+        "(s.conversation IS NULL OR s.conversation = ?1)"
+    } else {
+        "s.conversation = ?1"
+    };
+    let sql = format!(
+        "SELECT min(s.ts_ms) FROM turn_starts s
+         WHERE {who} AND s.id >= ?2 AND s.id < ?3
+           AND NOT EXISTS (SELECT 1 FROM turn_ends e
+                           WHERE e.conversation IS s.conversation AND e.turn = s.turn
+                             AND e.id >= ?2 AND e.id < ?3
+                             AND coalesce(e.outcome, '') <> 'sealed')"
+    );
+    conn.prepare_cached(&sql)
+        .and_then(|mut st| st.query_row(params![conversation, lo, hi], |r| r.get(0)))
+        .map_err(q(what))
 }
 
 /// One `conversation.memory` record.
