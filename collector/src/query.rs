@@ -532,27 +532,184 @@ pub fn turns_for_conversation(
 
 /// Turns started in `range` (with their ends, wherever they are), by start time.
 ///
+/// Read as a hash join, not a join through the `(conversation, turn)` index: the starts in
+/// `range` and the ends in `range` are each one scan of a key range, matched in memory; only
+/// the starts left without an end there (still running, ended after `range`, sealed by a later
+/// boot) are looked up one by one through the index. The result is the `LEFT JOIN` of the two
+/// tables on `(conversation, turn)` (a start without a conversation or turn id has no end),
+/// in a fraction of the time: an index lookup per turn is random I/O over an index as large
+/// as the turns.
+///
 /// # Errors
 /// SQLite errors.
 pub fn turns_started(conn: &Connection, range: TimeRange) -> Result<Vec<Turn>, QueryError> {
+    use std::collections::HashMap;
     let what = "turns in a range";
-    let sql = "SELECT s.conversation, s.turn, b.boot, s.ts_ms, e.ts_ms, e.outcome, e.duration_ms,
-                      e.alloc_bytes, e.freed_bytes, s.provider, s.model, e.error
-               FROM turn_starts s JOIN boots b ON b.boot_no = s.id >> 40
-               LEFT JOIN turn_ends e ON e.conversation = s.conversation AND e.turn = s.turn
-               WHERE s.id >= ?1 AND s.id < ?2 AND s.ts_ms >= ?3 AND s.ts_ms < ?4
-               ORDER BY s.id";
-    let mut stmt = conn.prepare_cached(sql).map_err(q(what))?;
-    let mut out = Vec::new();
-    for (lo, hi) in key_ranges(conn, "turn_starts", range, None).map_err(q(what))? {
-        let rows = stmt
-            .query_map(params![lo, hi, range.from_ms, range.to_ms], turn_row)
-            .map_err(q(what))?;
-        for r in rows {
-            out.push(r.map_err(q(what))?);
+    let names: HashMap<i64, String> = {
+        let mut st = conn.prepare_cached("SELECT boot_no, boot FROM boots").map_err(q(what))?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(q(what))?;
+        rows.collect::<Result<_, _>>().map_err(q(what))?
+    };
+    let mut starts = conn
+        .prepare_cached(
+            "SELECT id >> 40, conversation, turn, ts_ms, provider, model FROM turn_starts
+             WHERE id >= ?1 AND id < ?2 AND ts_ms >= ?3 AND ts_ms < ?4 ORDER BY id",
+        )
+        .map_err(q(what))?;
+    let mut out: Vec<Turn> = Vec::new();
+    // Hash of (conversation, turn) -> the starts with it, in `out` (a hash, not the strings:
+    // the turns are already in `out`, and a match is checked against them).
+    let hasher = std::collections::hash_map::RandomState::new();
+    let key_of = |c: &str, t: &str| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = hasher.build_hasher();
+        h.write(c.as_bytes());
+        h.write_u8(0xff);
+        h.write(t.as_bytes());
+        h.finish()
+    };
+    let mut by_key: HashMap<u64, Vec<usize>> = HashMap::new();
+    let ranges = key_ranges(conn, "turn_starts", range, None).map_err(q(what))?;
+    for &(lo, hi) in &ranges {
+        let mut rows =
+            starts.query(params![lo, hi, range.from_ms, range.to_ms]).map_err(q(what))?;
+        while let Some(r) = rows.next().map_err(q(what))? {
+            let boot_no: i64 = r.get(0).map_err(q(what))?;
+            let t = Turn {
+                conversation: r.get(1).map_err(q(what))?,
+                turn: r.get(2).map_err(q(what))?,
+                boot: names.get(&boot_no).cloned().unwrap_or_default(),
+                start_ts_ms: r.get(3).map_err(q(what))?,
+                end_ts_ms: None,
+                outcome: None,
+                duration_ms: None,
+                alloc_bytes: None,
+                freed_bytes: None,
+                provider: r.get(4).map_err(q(what))?,
+                model: r.get(5).map_err(q(what))?,
+                error: None,
+            };
+            if let (Some(c), Some(id)) = (&t.conversation, &t.turn) {
+                by_key.entry(key_of(c, id)).or_default().push(out.len());
+            }
+            out.push(t);
         }
     }
-    Ok(out)
+    // Ends in the same range: (start index, end) pairs, in end key order.
+    type End = (i64, Option<String>, Option<i64>, Option<i64>, Option<i64>, Option<String>);
+    let mut ends: Vec<(usize, End)> = Vec::new();
+    let mut matched = vec![false; out.len()];
+    let mut end_rows = conn
+        .prepare_cached(
+            "SELECT conversation, turn, ts_ms, outcome, duration_ms, alloc_bytes, freed_bytes,
+                    error
+             FROM turn_ends WHERE id >= ?1 AND id < ?2 AND ts_ms >= ?3 AND ts_ms < ?4
+             ORDER BY id",
+        )
+        .map_err(q(what))?;
+    if !by_key.is_empty() {
+        for (lo, hi) in key_ranges(conn, "turn_ends", range, None).map_err(q(what))? {
+            let mut rows =
+                end_rows.query(params![lo, hi, range.from_ms, range.to_ms]).map_err(q(what))?;
+            while let Some(r) = rows.next().map_err(q(what))? {
+                let (Some(c), Some(id)) = (
+                    r.get_ref(0)
+                        .map_err(q(what))?
+                        .as_str_or_null()
+                        .map_err(|e| q(what)(e.into()))?,
+                    r.get_ref(1)
+                        .map_err(q(what))?
+                        .as_str_or_null()
+                        .map_err(|e| q(what)(e.into()))?,
+                ) else {
+                    continue;
+                };
+                let Some(at) = by_key.get(&key_of(c, id)) else { continue };
+                let same = |i: &&usize| {
+                    out[**i].conversation.as_deref() == Some(c)
+                        && out[**i].turn.as_deref() == Some(id)
+                };
+                let at: Vec<usize> = at.iter().filter(same).copied().collect();
+                if at.is_empty() {
+                    continue;
+                }
+                let end: End = (
+                    r.get(2).map_err(q(what))?,
+                    r.get(3).map_err(q(what))?,
+                    r.get(4).map_err(q(what))?,
+                    r.get(5).map_err(q(what))?,
+                    r.get(6).map_err(q(what))?,
+                    r.get(7).map_err(q(what))?,
+                );
+                for i in at {
+                    matched[i] = true;
+                    ends.push((i, end.clone()));
+                }
+            }
+        }
+    }
+    // Starts without an end in the range: their ends, if any, are elsewhere.
+    let mut probe = conn
+        .prepare_cached(
+            "SELECT ts_ms, outcome, duration_ms, alloc_bytes, freed_bytes, error FROM turn_ends
+             WHERE conversation = ?1 AND turn = ?2 ORDER BY id",
+        )
+        .map_err(q(what))?;
+    for (i, t) in out.iter().enumerate() {
+        if matched[i] {
+            continue;
+        }
+        let (Some(c), Some(id)) = (&t.conversation, &t.turn) else { continue };
+        let mut rows = probe.query(params![c, id]).map_err(q(what))?;
+        while let Some(r) = rows.next().map_err(q(what))? {
+            let end: End = (
+                r.get(0).map_err(q(what))?,
+                r.get(1).map_err(q(what))?,
+                r.get(2).map_err(q(what))?,
+                r.get(3).map_err(q(what))?,
+                r.get(4).map_err(q(what))?,
+                r.get(5).map_err(q(what))?,
+            );
+            ends.push((i, end));
+        }
+    }
+    if ends.is_empty() {
+        return Ok(out);
+    }
+    ends.sort_by_key(|(i, _)| *i); // stable: keeps each start's ends in the order found
+    let fill = |t: &mut Turn, e: End| {
+        let (end_ts_ms, outcome, duration_ms, alloc_bytes, freed_bytes, error) = e;
+        t.end_ts_ms = Some(end_ts_ms);
+        t.outcome = outcome;
+        t.duration_ms = duration_ms;
+        t.alloc_bytes = alloc_bytes;
+        t.freed_bytes = freed_bytes;
+        t.error = error;
+    };
+    if ends.windows(2).all(|w| w[0].0 != w[1].0) {
+        // One end per start at most (always, in practice): filled in place.
+        for (i, e) in ends {
+            fill(&mut out[i], e);
+        }
+        return Ok(out);
+    }
+    // One row per start and end, as the LEFT JOIN gives: starts in key order, each start's
+    // ends in the order found (key order within the range, then the lookup's).
+    let mut joined = Vec::with_capacity(out.len() + ends.len());
+    let mut ends = ends.into_iter().peekable();
+    for (i, t) in out.into_iter().enumerate() {
+        let mut any = false;
+        while let Some((_, e)) = ends.next_if(|(j, _)| *j == i) {
+            any = true;
+            let mut row = t.clone();
+            fill(&mut row, e);
+            joined.push(row);
+        }
+        if !any {
+            joined.push(t);
+        }
+    }
+    Ok(joined)
 }
 
 /// One conversation's turns over a whole boot, from the attribution rollup kept at ingest
@@ -666,38 +823,69 @@ pub fn top_turns(conn: &Connection, boot_no: i64) -> Result<Vec<TopTurn>, QueryE
     rows.collect::<Result<_, _>>().map_err(q(what))
 }
 
-/// The start of the earliest turn of `conversation` in boot `boot_no` that has no end in that
-/// boot other than a seal (still running at the boot's last record, or cut off by a crash);
-/// `None` when every turn ended. Reads the conversation's own turns through the
-/// `(conversation, turn)` indexes, so ask only for conversations whose rollup says
-/// `ended < turns`.
+/// The first tail searched for open turns by [`first_open_turns`]: 15 minutes, doubled until
+/// every open turn is found.
+pub const OPEN_TURN_TAIL_MS: i64 = 15 * 60_000;
+
+/// The start of the earliest open turn of each conversation of boot `boot_no`: a turn with no
+/// end in that boot other than a seal (still running at the boot's last record, or cut off by
+/// a crash). `open` says how many open turns each conversation has (`turns - ended` of its
+/// rollup). Reads the boot's last [`OPEN_TURN_TAIL_MS`] of turn starts, then twice that, and
+/// so on, until every conversation's open turns are all found, so the cost follows how old the
+/// oldest open turn is, not how many turns the boot had (at worst, the whole boot).
 ///
 /// # Errors
 /// SQLite errors.
-pub fn first_open_turn_ms(
+pub fn first_open_turns(
     conn: &Connection,
     boot_no: i64,
-    conversation: &str,
-) -> Result<Option<i64>, QueryError> {
-    let what = "open turns of a conversation";
-    let (lo, hi) = (boot_no << SEQ_BITS, (boot_no + 1) << SEQ_BITS);
-    // Two statements rather than a coalesce() so that the (conversation, turn) index serves.
-    let who = if conversation.is_empty() {
-        "(s.conversation IS NULL OR s.conversation = ?1)"
-    } else {
-        "s.conversation = ?1"
-    };
-    let sql = format!(
-        "SELECT min(s.ts_ms) FROM turn_starts s
-         WHERE {who} AND s.id >= ?2 AND s.id < ?3
-           AND NOT EXISTS (SELECT 1 FROM turn_ends e
-                           WHERE e.conversation IS s.conversation AND e.turn = s.turn
-                             AND e.id >= ?2 AND e.id < ?3
-                             AND coalesce(e.outcome, '') <> 'sealed')"
-    );
-    conn.prepare_cached(&sql)
-        .and_then(|mut st| st.query_row(params![conversation, lo, hi], |r| r.get(0)))
-        .map_err(q(what))
+    last_ts_ms: i64,
+    open: &std::collections::HashMap<&str, i64>,
+) -> Result<std::collections::HashMap<String, i64>, QueryError> {
+    use std::collections::HashMap;
+    let what = "open turns";
+    let mut out: HashMap<String, i64> = HashMap::new();
+    if open.values().all(|&n| n <= 0) {
+        return Ok(out);
+    }
+    let (blo, bhi) = (boot_no << SEQ_BITS, (boot_no + 1) << SEQ_BITS);
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT coalesce(s.conversation, ''), s.ts_ms FROM turn_starts s
+             WHERE s.id >= ?1 AND s.id < ?2
+               AND NOT EXISTS (SELECT 1 FROM turn_ends e
+                               WHERE e.conversation IS s.conversation AND e.turn = s.turn
+                                 AND e.id >= ?3 AND e.id < ?2
+                                 AND coalesce(e.outcome, '') <> 'sealed')",
+        )
+        .map_err(q(what))?;
+    let mut tail = OPEN_TURN_TAIL_MS;
+    let mut hi = bhi;
+    let mut found: HashMap<String, i64> = HashMap::new();
+    loop {
+        let from = last_ts_ms.saturating_sub(tail);
+        let lo = if tail == i64::MAX {
+            blo
+        } else {
+            first_key_at(conn, "turn_starts", blo, hi, from).map_err(q(what))?
+        };
+        let mut rows = stmt.query(params![lo, hi, blo]).map_err(q(what))?;
+        while let Some(r) = rows.next().map_err(q(what))? {
+            let c: String = r.get(0).map_err(q(what))?;
+            let ts: i64 = r.get(1).map_err(q(what))?;
+            *found.entry(c.clone()).or_default() += 1;
+            let e = out.entry(c).or_insert(ts);
+            *e = (*e).min(ts);
+        }
+        let complete =
+            open.iter().all(|(c, &n)| n <= 0 || found.get(*c).copied().unwrap_or(0) >= n);
+        if complete || lo <= blo {
+            return Ok(out);
+        }
+        // The next round reads only the keys before this one's.
+        hi = lo;
+        tail = if tail > i64::MAX / 2 { i64::MAX } else { tail * 2 };
+    }
 }
 
 /// One `conversation.memory` record.

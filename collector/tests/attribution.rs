@@ -268,8 +268,10 @@ fn migration_3_backfills_a_schema_2_database() {
     assert_eq!(rollups(&db), built);
 }
 
+/// The open turns found in the boots' tails are those a scan of every turn finds: the same
+/// conversations, with the same earliest open start.
 #[test]
-fn open_turns_are_found_per_conversation() {
+fn open_turns_are_found_from_the_tail() {
     let dir = tempfile::tempdir().unwrap();
     let j = journal(dir.path());
     let db = dir.path().join("traces.db");
@@ -277,12 +279,91 @@ fn open_turns_are_found_per_conversation() {
     let conn = dispatch_collector::schema::open_read_only(&db).unwrap();
     let boots = dispatch_collector::query::boots(&conn).unwrap();
     for b in &boots {
-        for r in dispatch_collector::query::conversation_rollups(&conn, b.boot_no).unwrap().unwrap()
-        {
-            let open =
-                dispatch_collector::query::first_open_turn_ms(&conn, b.boot_no, &r.conversation)
-                    .unwrap();
-            assert_eq!(open.is_some(), r.ended < r.turns, "{} {}", b.boot, r.conversation);
+        let rows =
+            dispatch_collector::query::conversation_rollups(&conn, b.boot_no).unwrap().unwrap();
+        let open: std::collections::HashMap<&str, i64> =
+            rows.iter().map(|r| (r.conversation.as_str(), r.turns - r.ended)).collect();
+        let got = dispatch_collector::query::first_open_turns(
+            &conn,
+            b.boot_no,
+            b.last_ts_ms.unwrap(),
+            &open,
+        )
+        .unwrap();
+        let mut st = conn
+            .prepare(
+                "SELECT coalesce(s.conversation, ''), min(s.ts_ms) FROM turn_starts s
+                 WHERE s.id >> 40 = ?1 AND NOT EXISTS (SELECT 1 FROM turn_ends e
+                     WHERE e.turn = s.turn AND e.id >> 40 = ?1 AND e.outcome <> 'sealed')
+                 GROUP BY 1",
+            )
+            .unwrap();
+        let want: std::collections::HashMap<String, i64> = st
+            .query_map([b.boot_no], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(!want.is_empty(), "boot {} has open turns", b.boot);
+        assert_eq!(got, want, "boot {}", b.boot);
+        for r in &rows {
+            assert_eq!(want.contains_key(&r.conversation), r.ended < r.turns, "{}", r.conversation);
         }
     }
+}
+
+/// `query::turns_started` (two key-range scans matched in memory, then a lookup per start
+/// left without an end) returns what the plain `LEFT JOIN` through the index returns, for
+/// windows that cut turns at either end, span both boots, or hold the seal of a turn.
+#[test]
+fn turns_started_is_the_left_join_of_starts_and_ends() {
+    use dispatch_collector::query::{TimeRange, Turn, turns_started};
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path());
+    let db = dir.path().join("traces.db");
+    drain(&j, &db, 10_000);
+    let conn = dispatch_collector::schema::open_read_only(&db).unwrap();
+    let boots = dispatch_collector::query::boots(&conn).unwrap();
+    let (a_first, b_last) = (boots[0].first_ts_ms.unwrap(), boots[1].last_ts_ms.unwrap());
+    let mut st = conn
+        .prepare(
+            "SELECT s.conversation, s.turn, b.boot, s.ts_ms, e.ts_ms, e.outcome, e.duration_ms,
+                    e.alloc_bytes, e.freed_bytes, s.provider, s.model, e.error
+             FROM turn_starts s JOIN boots b ON b.boot_no = s.id >> 40
+             LEFT JOIN turn_ends e ON e.conversation = s.conversation AND e.turn = s.turn
+             WHERE s.ts_ms >= ?1 AND s.ts_ms < ?2 ORDER BY s.id, e.id",
+        )
+        .unwrap();
+    for (from, to) in [
+        (i64::MIN, i64::MAX),
+        (a_first + 3 * HOUR_MS + 17, a_first + 9 * HOUR_MS),
+        (a_first + 29 * HOUR_MS, b_last - HOUR_MS),
+        (b_last - 2 * HOUR_MS, b_last + 1),
+    ] {
+        let want: Vec<Turn> = st
+            .query_map([from, to], |r| {
+                Ok(Turn {
+                    conversation: r.get(0)?,
+                    turn: r.get(1)?,
+                    boot: r.get(2)?,
+                    start_ts_ms: r.get(3)?,
+                    end_ts_ms: r.get(4)?,
+                    outcome: r.get(5)?,
+                    duration_ms: r.get(6)?,
+                    alloc_bytes: r.get(7)?,
+                    freed_bytes: r.get(8)?,
+                    provider: r.get(9)?,
+                    model: r.get(10)?,
+                    error: r.get(11)?,
+                })
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let got = turns_started(&conn, TimeRange { from_ms: from, to_ms: to }).unwrap();
+        assert!(!want.is_empty(), "[{from}, {to})");
+        assert_eq!(got, want, "[{from}, {to})");
+    }
+    let all = turns_started(&conn, TimeRange::ALL).unwrap();
+    assert!(all.iter().any(|t| t.outcome.as_deref() == Some("sealed")), "a seal is joined");
+    assert!(all.iter().any(|t| t.end_ts_ms.is_none()), "an open turn is listed");
 }
