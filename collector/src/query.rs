@@ -532,184 +532,27 @@ pub fn turns_for_conversation(
 
 /// Turns started in `range` (with their ends, wherever they are), by start time.
 ///
-/// Read as a hash join, not a join through the `(conversation, turn)` index: the starts in
-/// `range` and the ends in `range` are each one scan of a key range, matched in memory; only
-/// the starts left without an end there (still running, ended after `range`, sealed by a later
-/// boot) are looked up one by one through the index. The result is the `LEFT JOIN` of the two
-/// tables on `(conversation, turn)` (a start without a conversation or turn id has no end),
-/// in a fraction of the time: an index lookup per turn is random I/O over an index as large
-/// as the turns.
-///
 /// # Errors
 /// SQLite errors.
 pub fn turns_started(conn: &Connection, range: TimeRange) -> Result<Vec<Turn>, QueryError> {
-    use std::collections::HashMap;
     let what = "turns in a range";
-    let names: HashMap<i64, String> = {
-        let mut st = conn.prepare_cached("SELECT boot_no, boot FROM boots").map_err(q(what))?;
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(q(what))?;
-        rows.collect::<Result<_, _>>().map_err(q(what))?
-    };
-    let mut starts = conn
-        .prepare_cached(
-            "SELECT id >> 40, conversation, turn, ts_ms, provider, model FROM turn_starts
-             WHERE id >= ?1 AND id < ?2 AND ts_ms >= ?3 AND ts_ms < ?4 ORDER BY id",
-        )
-        .map_err(q(what))?;
-    let mut out: Vec<Turn> = Vec::new();
-    // Hash of (conversation, turn) -> the starts with it, in `out` (a hash, not the strings:
-    // the turns are already in `out`, and a match is checked against them).
-    let hasher = std::collections::hash_map::RandomState::new();
-    let key_of = |c: &str, t: &str| {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = hasher.build_hasher();
-        h.write(c.as_bytes());
-        h.write_u8(0xff);
-        h.write(t.as_bytes());
-        h.finish()
-    };
-    let mut by_key: HashMap<u64, Vec<usize>> = HashMap::new();
-    let ranges = key_ranges(conn, "turn_starts", range, None).map_err(q(what))?;
-    for &(lo, hi) in &ranges {
-        let mut rows =
-            starts.query(params![lo, hi, range.from_ms, range.to_ms]).map_err(q(what))?;
-        while let Some(r) = rows.next().map_err(q(what))? {
-            let boot_no: i64 = r.get(0).map_err(q(what))?;
-            let t = Turn {
-                conversation: r.get(1).map_err(q(what))?,
-                turn: r.get(2).map_err(q(what))?,
-                boot: names.get(&boot_no).cloned().unwrap_or_default(),
-                start_ts_ms: r.get(3).map_err(q(what))?,
-                end_ts_ms: None,
-                outcome: None,
-                duration_ms: None,
-                alloc_bytes: None,
-                freed_bytes: None,
-                provider: r.get(4).map_err(q(what))?,
-                model: r.get(5).map_err(q(what))?,
-                error: None,
-            };
-            if let (Some(c), Some(id)) = (&t.conversation, &t.turn) {
-                by_key.entry(key_of(c, id)).or_default().push(out.len());
-            }
-            out.push(t);
+    let sql = "SELECT s.conversation, s.turn, b.boot, s.ts_ms, e.ts_ms, e.outcome, e.duration_ms,
+                      e.alloc_bytes, e.freed_bytes, s.provider, s.model, e.error
+               FROM turn_starts s JOIN boots b ON b.boot_no = s.id >> 40
+               LEFT JOIN turn_ends e ON e.conversation = s.conversation AND e.turn = s.turn
+               WHERE s.id >= ?1 AND s.id < ?2 AND s.ts_ms >= ?3 AND s.ts_ms < ?4
+               ORDER BY s.id";
+    let mut stmt = conn.prepare_cached(sql).map_err(q(what))?;
+    let mut out = Vec::new();
+    for (lo, hi) in key_ranges(conn, "turn_starts", range, None).map_err(q(what))? {
+        let rows = stmt
+            .query_map(params![lo, hi, range.from_ms, range.to_ms], turn_row)
+            .map_err(q(what))?;
+        for r in rows {
+            out.push(r.map_err(q(what))?);
         }
     }
-    // Ends in the same range: (start index, end) pairs, in end key order.
-    type End = (i64, Option<String>, Option<i64>, Option<i64>, Option<i64>, Option<String>);
-    let mut ends: Vec<(usize, End)> = Vec::new();
-    let mut matched = vec![false; out.len()];
-    let mut end_rows = conn
-        .prepare_cached(
-            "SELECT conversation, turn, ts_ms, outcome, duration_ms, alloc_bytes, freed_bytes,
-                    error
-             FROM turn_ends WHERE id >= ?1 AND id < ?2 AND ts_ms >= ?3 AND ts_ms < ?4
-             ORDER BY id",
-        )
-        .map_err(q(what))?;
-    if !by_key.is_empty() {
-        for (lo, hi) in key_ranges(conn, "turn_ends", range, None).map_err(q(what))? {
-            let mut rows =
-                end_rows.query(params![lo, hi, range.from_ms, range.to_ms]).map_err(q(what))?;
-            while let Some(r) = rows.next().map_err(q(what))? {
-                let (Some(c), Some(id)) = (
-                    r.get_ref(0)
-                        .map_err(q(what))?
-                        .as_str_or_null()
-                        .map_err(|e| q(what)(e.into()))?,
-                    r.get_ref(1)
-                        .map_err(q(what))?
-                        .as_str_or_null()
-                        .map_err(|e| q(what)(e.into()))?,
-                ) else {
-                    continue;
-                };
-                let Some(at) = by_key.get(&key_of(c, id)) else { continue };
-                let same = |i: &&usize| {
-                    out[**i].conversation.as_deref() == Some(c)
-                        && out[**i].turn.as_deref() == Some(id)
-                };
-                let at: Vec<usize> = at.iter().filter(same).copied().collect();
-                if at.is_empty() {
-                    continue;
-                }
-                let end: End = (
-                    r.get(2).map_err(q(what))?,
-                    r.get(3).map_err(q(what))?,
-                    r.get(4).map_err(q(what))?,
-                    r.get(5).map_err(q(what))?,
-                    r.get(6).map_err(q(what))?,
-                    r.get(7).map_err(q(what))?,
-                );
-                for i in at {
-                    matched[i] = true;
-                    ends.push((i, end.clone()));
-                }
-            }
-        }
-    }
-    // Starts without an end in the range: their ends, if any, are elsewhere.
-    let mut probe = conn
-        .prepare_cached(
-            "SELECT ts_ms, outcome, duration_ms, alloc_bytes, freed_bytes, error FROM turn_ends
-             WHERE conversation = ?1 AND turn = ?2 ORDER BY id",
-        )
-        .map_err(q(what))?;
-    for (i, t) in out.iter().enumerate() {
-        if matched[i] {
-            continue;
-        }
-        let (Some(c), Some(id)) = (&t.conversation, &t.turn) else { continue };
-        let mut rows = probe.query(params![c, id]).map_err(q(what))?;
-        while let Some(r) = rows.next().map_err(q(what))? {
-            let end: End = (
-                r.get(0).map_err(q(what))?,
-                r.get(1).map_err(q(what))?,
-                r.get(2).map_err(q(what))?,
-                r.get(3).map_err(q(what))?,
-                r.get(4).map_err(q(what))?,
-                r.get(5).map_err(q(what))?,
-            );
-            ends.push((i, end));
-        }
-    }
-    if ends.is_empty() {
-        return Ok(out);
-    }
-    ends.sort_by_key(|(i, _)| *i); // stable: keeps each start's ends in the order found
-    let fill = |t: &mut Turn, e: End| {
-        let (end_ts_ms, outcome, duration_ms, alloc_bytes, freed_bytes, error) = e;
-        t.end_ts_ms = Some(end_ts_ms);
-        t.outcome = outcome;
-        t.duration_ms = duration_ms;
-        t.alloc_bytes = alloc_bytes;
-        t.freed_bytes = freed_bytes;
-        t.error = error;
-    };
-    if ends.windows(2).all(|w| w[0].0 != w[1].0) {
-        // One end per start at most (always, in practice): filled in place.
-        for (i, e) in ends {
-            fill(&mut out[i], e);
-        }
-        return Ok(out);
-    }
-    // One row per start and end, as the LEFT JOIN gives: starts in key order, each start's
-    // ends in the order found (key order within the range, then the lookup's).
-    let mut joined = Vec::with_capacity(out.len() + ends.len());
-    let mut ends = ends.into_iter().peekable();
-    for (i, t) in out.into_iter().enumerate() {
-        let mut any = false;
-        while let Some((_, e)) = ends.next_if(|(j, _)| *j == i) {
-            any = true;
-            let mut row = t.clone();
-            fill(&mut row, e);
-            joined.push(row);
-        }
-        if !any {
-            joined.push(t);
-        }
-    }
-    Ok(joined)
+    Ok(out)
 }
 
 /// One conversation's turns over a whole boot, from the attribution rollup kept at ingest

@@ -311,9 +311,9 @@ fn open_turns_are_found_from_the_tail() {
     }
 }
 
-/// `query::turns_started` (two key-range scans matched in memory, then a lookup per start
-/// left without an end) returns what the plain `LEFT JOIN` through the index returns, for
-/// windows that cut turns at either end, span both boots, or hold the seal of a turn.
+/// `query::turns_started` (a key-range scan of the starts joined with their ends) returns what
+/// the plain `LEFT JOIN` over every row returns, for windows that cut turns at either end, span
+/// both boots, or hold the seal of a turn: the raw ranking the rollups are compared with.
 #[test]
 fn turns_started_is_the_left_join_of_starts_and_ends() {
     use dispatch_collector::query::{TimeRange, Turn, turns_started};
