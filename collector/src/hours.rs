@@ -29,7 +29,7 @@ pub struct HourSet {
 
 /// The start of the hour `ts_ms` falls in.
 pub fn hour_of(ts_ms: i64) -> i64 {
-    ts_ms.div_euclid(HOUR_MS) * HOUR_MS
+    ts_ms.div_euclid(HOUR_MS).saturating_mul(HOUR_MS)
 }
 
 impl HourSet {
@@ -78,7 +78,8 @@ impl HourSet {
             self.rebase(lo);
         }
         let first = self.first_hour_ms;
-        let index = |h: i64| usize::try_from((h - first) / HOUR_MS).unwrap_or(usize::MAX);
+        let index =
+            |h: i64| usize::try_from(h.saturating_sub(first) / HOUR_MS).unwrap_or(usize::MAX);
         let (a, b) = (index(lo), index(hi).min(MAX_HOURS - 1));
         if a > b {
             return;
@@ -101,7 +102,7 @@ impl HourSet {
         } else if other.first_hour_ms < self.first_hour_ms {
             self.rebase(other.first_hour_ms);
         }
-        let shift = (other.first_hour_ms - self.first_hour_ms) / HOUR_MS;
+        let shift = other.first_hour_ms.saturating_sub(self.first_hour_ms) / HOUR_MS;
         self.or_at(shift, &other.bits);
     }
 
@@ -132,8 +133,8 @@ impl HourSet {
             return false;
         }
         let first = self.first_hour_ms;
-        let lo = ((hour_of(from_ms) - first) / HOUR_MS).max(0);
-        let hi = (hour_of(to_ms - 1) - first) / HOUR_MS;
+        let lo = (hour_of(from_ms).saturating_sub(first) / HOUR_MS).max(0);
+        let hi = hour_of(to_ms - 1).saturating_sub(first) / HOUR_MS;
         let last = (self.bits.len() * 8) as i64 - 1;
         (lo..=hi.min(last)).any(|i| self.bits[(i / 8) as usize] & (1 << (i % 8)) != 0)
     }
@@ -148,14 +149,14 @@ impl HourSet {
         let first = self.first_hour_ms;
         (0..self.bits.len() * 8)
             .filter(|&i| self.bits[i / 8] & (1 << (i % 8)) != 0)
-            .map(move |i| first + i as i64 * HOUR_MS)
+            .map(move |i| first.saturating_add(i as i64 * HOUR_MS))
     }
 
     /// Moves bit 0 back to `first` (earlier than the current first hour), dropping hours that
     /// would fall past [`MAX_HOURS`].
     fn rebase(&mut self, first: i64) {
         let old = std::mem::take(&mut self.bits);
-        let shift = (self.first_hour_ms - first) / HOUR_MS;
+        let shift = self.first_hour_ms.saturating_sub(first) / HOUR_MS;
         self.first_hour_ms = first;
         self.or_at(shift, &old);
     }
@@ -168,7 +169,7 @@ pub fn union_stored(first_a: i64, bits_a: &[u8], first_b: i64, bits_b: &[u8]) ->
     let (a, b) = (HourSet::from_stored(first_a, bits_a), HourSet::from_stored(first_b, bits_b));
     let mut out = HourSet { first_hour_ms: a.first_hour_ms.min(b.first_hour_ms), bits: Vec::new() };
     for s in [&a, &b] {
-        out.or_at((s.first_hour_ms - out.first_hour_ms) / HOUR_MS, &s.bits);
+        out.or_at(s.first_hour_ms.saturating_sub(out.first_hour_ms) / HOUR_MS, &s.bits);
     }
     (out.first_hour_ms, out.bits)
 }

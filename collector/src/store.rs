@@ -412,7 +412,9 @@ pub(crate) fn keep_top<S: AsRef<str>>(top: &mut Vec<TopTurn<S>>, t: TopTurn<S>) 
     top.truncate(TOP_TURNS_KEPT);
 }
 
-/// Upserts `rollup_conversation` rows: totals add, active hours are united.
+/// Upserts `rollup_conversation` rows: totals add, active hours are united. Sums saturate at
+/// the `i64` bounds, as in memory: SQLite turns an overflowing `+` into a REAL, which a STRICT
+/// integer column refuses, and one absurd `alloc_bytes` must not stop ingest.
 pub(crate) fn upsert_conversations<'a>(
     tx: &Connection,
     rows: impl Iterator<Item = ((i64, &'a str), &'a ConvAgg)>,
@@ -422,11 +424,14 @@ pub(crate) fn upsert_conversations<'a>(
              alloc_bytes, output_bytes, first_hour_ms, active_hours)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT (boot_no, conversation) DO UPDATE SET
-             turns = turns + excluded.turns,
-             ended = ended + excluded.ended,
-             kept_bytes = kept_bytes + excluded.kept_bytes,
-             alloc_bytes = alloc_bytes + excluded.alloc_bytes,
-             output_bytes = output_bytes + excluded.output_bytes,
+             turns = max(min(turns + excluded.turns, 9223372036854775807), 0),
+             ended = max(min(ended + excluded.ended, 9223372036854775807), 0),
+             kept_bytes = max(min(kept_bytes + excluded.kept_bytes, 9223372036854775807),
+                              -9223372036854775808),
+             alloc_bytes = max(min(alloc_bytes + excluded.alloc_bytes, 9223372036854775807),
+                               -9223372036854775808),
+             output_bytes = max(min(output_bytes + excluded.output_bytes, 9223372036854775807),
+                                -9223372036854775808),
              first_hour_ms = min(first_hour_ms, excluded.first_hour_ms),
              active_hours = dispatch_hours_or(first_hour_ms, active_hours,
                                               excluded.first_hour_ms, excluded.active_hours)",

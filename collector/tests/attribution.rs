@@ -367,3 +367,43 @@ fn turns_started_is_the_left_join_of_starts_and_ends() {
     assert!(all.iter().any(|t| t.outcome.as_deref() == Some("sealed")), "a seal is joined");
     assert!(all.iter().any(|t| t.end_ts_ms.is_none()), "an open turn is listed");
 }
+
+/// Figures at the top of the range (a `u64` clamped to `i64::MAX`) in turns committed in
+/// different batches saturate the sums instead of failing the ingest transaction.
+#[test]
+fn huge_figures_saturate_and_ingest_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = synth::Gen::new(3);
+    let mut buf = g.header(1);
+    for i in 0..3 {
+        let turn = format!("huge-{i}");
+        g.ts_ms += 1_000;
+        buf.extend(g.line(&Record::TurnStart(TurnStart {
+            conversation: Some("conv-huge".into()),
+            turn: Some(turn.clone()),
+            ..Default::default()
+        })));
+        g.ts_ms += 1_000;
+        buf.extend(g.line(&Record::TurnEnd(TurnEnd {
+            conversation: Some("conv-huge".into()),
+            turn: Some(turn),
+            outcome: Some("ok".into()),
+            duration_ms: Some(1_000),
+            alloc_bytes: Some(u64::MAX),
+            freed_bytes: Some(0),
+            output_bytes: Some(u64::MAX),
+            ..Default::default()
+        })));
+    }
+    std::fs::write(
+        dir.path().join(dispatch_journal::SegmentName::new("dispatch", 1).file_name()),
+        buf,
+    )
+    .unwrap();
+    let db = dir.path().join("traces.db");
+    let s = drain(dir.path(), &db, 2);
+    assert_eq!(s.lines, 7);
+    let (rows, _) = rollups(&db);
+    let r = &rows[&(1, "conv-huge".to_string())];
+    assert_eq!((r.0, r.1, r.2, r.3, r.4), (3, 3, i64::MAX, i64::MAX, i64::MAX));
+}
