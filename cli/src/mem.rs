@@ -150,8 +150,10 @@ fn print(
                 json!({ "v": JSON_VERSION, "kind": "mem", "verdict": "INSUFFICIENT-DATA", "summary": "the database holds no boots" })
             }
         };
-        serde_json::to_writer_pretty(&mut *out, &doc)?;
-        writeln!(out)?;
+        // One write: stdout is line-buffered, and a busy boot's document has ~150,000 lines.
+        let mut text = serde_json::to_vec_pretty(&doc)?;
+        text.push(b'\n');
+        out.write_all(&text)?;
     } else if reports.is_empty() {
         writeln!(
             out,

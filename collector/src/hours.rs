@@ -139,6 +139,15 @@ impl HourSet {
         (lo..=hi.min(last)).any(|i| self.bits[(i / 8) as usize] & (1 << (i % 8)) != 0)
     }
 
+    /// Whether the hour starting at `hour_ms`, a multiple of [`HOUR_MS`], is in the set: one
+    /// bit test (what [`HourSet::any_in`] answers for `[hour_ms, hour_ms + HOUR_MS)`).
+    pub fn has_hour(&self, hour_ms: i64) -> bool {
+        let Ok(i) = usize::try_from(hour_ms.saturating_sub(self.first_hour_ms) / HOUR_MS) else {
+            return false;
+        };
+        self.bits.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)
+    }
+
     /// Whether the hour starting at `hour_ms` (or containing it) is in the set.
     pub fn contains(&self, hour_ms: i64) -> bool {
         self.any_in(hour_of(hour_ms), hour_of(hour_ms) + HOUR_MS)
@@ -216,6 +225,9 @@ mod tests {
         assert_eq!(s.first_hour_ms(), T0 - 5 * HOUR_MS);
         assert!(s.contains(T0 - 5 * HOUR_MS + 99));
         assert!(!s.contains(T0 - 4 * HOUR_MS));
+        for h in (-8..8).map(|i| T0 + i * HOUR_MS) {
+            assert_eq!(s.has_hour(h), s.any_in(h, h + HOUR_MS), "{h}");
+        }
         assert!(s.any_in(T0 - 4 * HOUR_MS, T0 + 1));
         assert!(!s.any_in(T0 - 4 * HOUR_MS, T0));
         assert!(!s.any_in(T0 + 3 * HOUR_MS, T0 + 30 * HOUR_MS));

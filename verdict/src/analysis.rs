@@ -837,6 +837,9 @@ fn rank_totals<'a>(
     to: i64,
 ) -> Vec<ConversationRank> {
     let mut memory = latest_memory(conv, from, to);
+    // Hour-long buckets on hour boundaries (hourly windows): a rise is one bit test.
+    const HOUR: i64 = 3_600_000;
+    let hourly = bucket_ms == HOUR && rises.iter().all(|(start, _)| start.rem_euclid(HOUR) == 0);
     let mut sums: Vec<Sums<'a>> = totals
         .iter()
         .map(|t| {
@@ -850,7 +853,13 @@ fn rank_totals<'a>(
                 history,
                 rise: rises
                     .iter()
-                    .filter(|(start, _)| t.active_hours.any_in(*start, start + bucket_ms))
+                    .filter(|(start, _)| {
+                        if hourly {
+                            t.active_hours.has_hour(*start)
+                        } else {
+                            t.active_hours.any_in(*start, start + bucket_ms)
+                        }
+                    })
                     .map(|r| r.1)
                     .sum(),
             }
