@@ -910,6 +910,8 @@ fn ranked(sums: Vec<Sums<'_>>, rises: &[(i64, f64)]) -> Vec<ConversationRank> {
 
 /// Most turns shown.
 const TOP_TURNS: usize = 10;
+// A whole boot's top turns come from `rollup_top_turns`, which keeps this many per boot.
+const _: () = assert!(TOP_TURNS <= dispatch_collector::schema::TOP_TURNS_KEPT);
 
 fn rank_turns(turns: &[TurnPoint], from: i64, to: i64) -> Vec<TurnRank> {
     top_of(
