@@ -8,7 +8,7 @@ use serde_json::json;
 
 use dispatch_verdict::report::short;
 pub use dispatch_verdict::report::{
-    RAW_WINDOW_MS, RECENT_WINDOW_MS, Report, analyze_boot, chart_data, reports,
+    RAW_WINDOW_MS, RECENT_WINDOW_MS, Report, analyze_boot, chart_data, recent_view, reports,
 };
 
 use crate::analysis;
@@ -99,8 +99,7 @@ pub fn run(cli: &Cli, args: &MemArgs, out: &mut dyn Write, color: bool) -> Resul
         // recent change shows beside the long view.
         for r in &mut reports {
             if r.analysis.to_ms - r.analysis.from_ms > RECENT_WINDOW_MS {
-                let recent = analyze_boot(&conn, &r.boot, Since::Millis(RECENT_WINDOW_MS))
-                    .map_err(|e| analysing(e.into()))?;
+                let recent = recent_view(&conn, &r.boot).map_err(|e| analysing(e.into()))?;
                 r.recent = Some(Box::new(recent));
             }
         }
@@ -151,8 +150,10 @@ fn print(
                 json!({ "v": JSON_VERSION, "kind": "mem", "verdict": "INSUFFICIENT-DATA", "summary": "the database holds no boots" })
             }
         };
-        serde_json::to_writer_pretty(&mut *out, &doc)?;
-        writeln!(out)?;
+        // One write: stdout is line-buffered, and a busy boot's document has ~150,000 lines.
+        let mut text = serde_json::to_vec_pretty(&doc)?;
+        text.push(b'\n');
+        out.write_all(&text)?;
     } else if reports.is_empty() {
         writeln!(
             out,

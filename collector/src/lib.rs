@@ -70,6 +70,7 @@
 
 mod error;
 mod fastline;
+pub mod hours;
 pub mod query;
 mod reader;
 pub mod retention;

@@ -9,6 +9,7 @@
 
 use rusqlite::{Connection, Row, params};
 
+use crate::hours::HourSet;
 use crate::schema::SEQ_BITS;
 
 /// A failed query.
@@ -552,6 +553,182 @@ pub fn turns_started(conn: &Connection, range: TimeRange) -> Result<Vec<Turn>, Q
         }
     }
     Ok(out)
+}
+
+/// One conversation's turns over a whole boot, from the attribution rollup kept at ingest
+/// (`rollup_conversation`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationRollup {
+    /// Conversation id (`""` for turns without one).
+    pub conversation: String,
+    /// `turn.start` records.
+    pub turns: i64,
+    /// `turn.end` records other than `sealed`.
+    pub ended: i64,
+    /// Sum of `alloc_bytes - freed_bytes` over ends that have both.
+    pub kept_bytes: i64,
+    /// Sum of `alloc_bytes`.
+    pub alloc_bytes: i64,
+    /// Sum of `output_bytes`.
+    pub output_bytes: i64,
+    /// Hours a turn of it was running in.
+    pub active_hours: HourSet,
+}
+
+/// Whether the attribution rollups (schema 3) exist: a database migrated by an older
+/// collector has none, and readers rank from raw turns.
+fn has_attribution_rollups(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' \
+         AND name = 'rollup_conversation')",
+        [],
+        |r| r.get(0),
+    )
+}
+
+/// Every conversation of boot `boot_no` with its whole-boot totals and active hours, by
+/// conversation id; `None` when the database has no attribution rollups (before schema 3).
+/// One row per conversation: memory is bounded by the boot's conversations, not its turns.
+///
+/// # Errors
+/// SQLite errors.
+pub fn conversation_rollups(
+    conn: &Connection,
+    boot_no: i64,
+) -> Result<Option<Vec<ConversationRollup>>, QueryError> {
+    let what = "conversation rollups";
+    if !has_attribution_rollups(conn).map_err(q(what))? {
+        return Ok(None);
+    }
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT conversation, turns, ended, kept_bytes, alloc_bytes, output_bytes,
+                    first_hour_ms, active_hours
+             FROM rollup_conversation WHERE boot_no = ?1 ORDER BY conversation",
+        )
+        .map_err(q(what))?;
+    let rows = stmt
+        .query_map(params![boot_no], |r| {
+            let bits = r.get_ref(7)?.as_blob()?;
+            Ok(ConversationRollup {
+                conversation: r.get(0)?,
+                turns: r.get(1)?,
+                ended: r.get(2)?,
+                kept_bytes: r.get(3)?,
+                alloc_bytes: r.get(4)?,
+                output_bytes: r.get(5)?,
+                active_hours: HourSet::from_stored(r.get(6)?, bits),
+            })
+        })
+        .map_err(q(what))?;
+    rows.collect::<Result<Vec<_>, _>>().map(Some).map_err(q(what))
+}
+
+/// A turn of a boot among those that kept the most (`rollup_top_turns`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopTurn {
+    /// Conversation id.
+    pub conversation: String,
+    /// Turn id.
+    pub turn: String,
+    /// `alloc_bytes - freed_bytes`.
+    pub kept_bytes: i64,
+    /// `alloc_bytes`.
+    pub alloc_bytes: i64,
+}
+
+/// Boot `boot_no`'s turns that kept the most (at most [`crate::schema::TOP_TURNS_KEPT`]), best
+/// first; empty before schema 3.
+///
+/// # Errors
+/// SQLite errors.
+pub fn top_turns(conn: &Connection, boot_no: i64) -> Result<Vec<TopTurn>, QueryError> {
+    let what = "top turns";
+    if !has_attribution_rollups(conn).map_err(q(what))? {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT conversation, turn, kept_bytes, alloc_bytes FROM rollup_top_turns
+             WHERE boot_no = ?1 ORDER BY kept_bytes DESC, turn, conversation",
+        )
+        .map_err(q(what))?;
+    let rows = stmt
+        .query_map(params![boot_no], |r| {
+            Ok(TopTurn {
+                conversation: r.get(0)?,
+                turn: r.get(1)?,
+                kept_bytes: r.get(2)?,
+                alloc_bytes: r.get(3)?,
+            })
+        })
+        .map_err(q(what))?;
+    rows.collect::<Result<_, _>>().map_err(q(what))
+}
+
+/// The first tail searched for open turns by [`first_open_turns`]: 15 minutes, doubled until
+/// every open turn is found.
+pub const OPEN_TURN_TAIL_MS: i64 = 15 * 60_000;
+
+/// The start of the earliest open turn of each conversation of boot `boot_no`: a turn with no
+/// end in that boot other than a seal (still running at the boot's last record, or cut off by
+/// a crash). `open` says how many open turns each conversation has (`turns - ended` of its
+/// rollup). Reads the boot's last [`OPEN_TURN_TAIL_MS`] of turn starts, then twice that, and
+/// so on, until every conversation's open turns are all found, so the cost follows how old the
+/// oldest open turn is, not how many turns the boot had (at worst, the whole boot).
+///
+/// # Errors
+/// SQLite errors.
+pub fn first_open_turns(
+    conn: &Connection,
+    boot_no: i64,
+    last_ts_ms: i64,
+    open: &std::collections::HashMap<&str, i64>,
+) -> Result<std::collections::HashMap<String, i64>, QueryError> {
+    use std::collections::HashMap;
+    let what = "open turns";
+    let mut out: HashMap<String, i64> = HashMap::new();
+    if open.values().all(|&n| n <= 0) {
+        return Ok(out);
+    }
+    let (blo, bhi) = (boot_no << SEQ_BITS, (boot_no + 1) << SEQ_BITS);
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT coalesce(s.conversation, ''), s.ts_ms FROM turn_starts s
+             WHERE s.id >= ?1 AND s.id < ?2
+               AND NOT EXISTS (SELECT 1 FROM turn_ends e
+                               WHERE e.conversation IS s.conversation AND e.turn = s.turn
+                                 AND e.id >= ?3 AND e.id < ?2
+                                 AND coalesce(e.outcome, '') <> 'sealed')",
+        )
+        .map_err(q(what))?;
+    let mut tail = OPEN_TURN_TAIL_MS;
+    let mut hi = bhi;
+    let mut found: HashMap<String, i64> = HashMap::new();
+    loop {
+        let from = last_ts_ms.saturating_sub(tail);
+        let lo = if tail == i64::MAX {
+            blo
+        } else {
+            first_key_at(conn, "turn_starts", blo, hi, from).map_err(q(what))?
+        };
+        let mut rows = stmt.query(params![lo, hi, blo]).map_err(q(what))?;
+        while let Some(r) = rows.next().map_err(q(what))? {
+            let c: String = r.get(0).map_err(q(what))?;
+            let ts: i64 = r.get(1).map_err(q(what))?;
+            *found.entry(c.clone()).or_default() += 1;
+            let e = out.entry(c).or_insert(ts);
+            *e = (*e).min(ts);
+        }
+        let complete =
+            open.iter().all(|(c, &n)| n <= 0 || found.get(*c).copied().unwrap_or(0) >= n);
+        if complete || lo <= blo {
+            return Ok(out);
+        }
+        // The next round reads only the keys before this one's.
+        hi = lo;
+        tail = if tail > i64::MAX / 2 { i64::MAX } else { tail * 2 };
+    }
 }
 
 /// One `conversation.memory` record.

@@ -12,6 +12,7 @@ use crate::query::first_key_at;
 use crate::schema::{KEYED_TABLES, SEQ_BITS};
 
 /// Deletes rows of every keyed table, hourly rollups and `ingest_errors` older than `age`
+/// (and the attribution rollups of boots whose last record is older)
 /// before the newest record, or before now when the newest record is dated later (boots and
 /// segments are kept: they are small and explain gaps). Returns rows deleted.
 ///
@@ -71,6 +72,23 @@ pub fn apply(
         "DELETE FROM rollup_hourly_load WHERE (boot_no, hour_ms, turns_in_flight) IN
             (SELECT boot_no, hour_ms, turns_in_flight FROM rollup_hourly_load
              WHERE hour_ms + 3600000 <= ?1 LIMIT ?2)",
+        cutoff,
+        chunk,
+    )?;
+    // Attribution rollups cover a whole boot: they go with the boot's last record.
+    deleted += delete_in_chunks(
+        conn,
+        "DELETE FROM rollup_conversation WHERE (boot_no, conversation) IN
+            (SELECT r.boot_no, r.conversation FROM rollup_conversation r
+             JOIN boots b ON b.boot_no = r.boot_no WHERE coalesce(b.last_ts_ms, 0) < ?1 LIMIT ?2)",
+        cutoff,
+        chunk,
+    )?;
+    deleted += delete_in_chunks(
+        conn,
+        "DELETE FROM rollup_top_turns WHERE (boot_no, conversation, turn) IN
+            (SELECT r.boot_no, r.conversation, r.turn FROM rollup_top_turns r
+             JOIN boots b ON b.boot_no = r.boot_no WHERE coalesce(b.last_ts_ms, 0) < ?1 LIMIT ?2)",
         cutoff,
         chunk,
     )?;

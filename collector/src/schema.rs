@@ -42,7 +42,7 @@ pub const DEFAULT_PAGE_SIZE_BYTES: u32 = 4096;
 
 /// Schema migrations; entry `i` moves `user_version` from `i` to `i + 1`. Never edit a shipped
 /// entry: add one.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
 
 /// The schema version this build migrates to.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -301,6 +301,107 @@ INSERT INTO rollup_hourly_load (boot_no, hour_ms, turns_in_flight, samples, allo
     GROUP BY 1, 2, 3;
 "#;
 
+/// Turns kept per boot in `rollup_top_turns`: the best by kept bytes (`alloc - freed`), enough
+/// for the verdict's top-turn list.
+pub const TOP_TURNS_KEPT: usize = 10;
+
+/// Per-conversation attribution rollups, so a whole boot's conversation and turn ranking reads
+/// one row per conversation instead of every turn. `rollup_conversation`: per boot and
+/// conversation, `turn.start` records (`turns`), `turn.end` records other than `sealed`
+/// (`ended`; fewer than `turns` means turns still open at the end of the boot), the sums of
+/// kept (`alloc - freed`, over ends with both), allocated and output bytes, and the hours a
+/// turn was running in as a bitmap (`active_hours`, bit `i` = hour `first_hour_ms + i h`, see
+/// [`crate::hours`]; a turn's span is `ts - duration_ms` to its end). `rollup_top_turns`: per
+/// boot, the [`TOP_TURNS_KEPT`] turns that kept the most. Both are upserted in the ingest
+/// transaction; the migration backfills them from the raw turns existing databases hold
+/// ([`backfill_attribution`]).
+const MIGRATION_3: &str = r#"
+CREATE TABLE rollup_conversation (
+    boot_no       INTEGER NOT NULL,
+    conversation  TEXT NOT NULL,
+    turns         INTEGER NOT NULL,
+    ended         INTEGER NOT NULL,
+    kept_bytes    INTEGER NOT NULL,
+    alloc_bytes   INTEGER NOT NULL,
+    output_bytes  INTEGER NOT NULL,
+    first_hour_ms INTEGER NOT NULL,
+    active_hours  BLOB NOT NULL,
+    PRIMARY KEY (boot_no, conversation)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE rollup_top_turns (
+    boot_no      INTEGER NOT NULL,
+    conversation TEXT NOT NULL,
+    turn         TEXT NOT NULL,
+    kept_bytes   INTEGER NOT NULL,
+    alloc_bytes  INTEGER NOT NULL,
+    PRIMARY KEY (boot_no, conversation, turn)
+) STRICT, WITHOUT ROWID;
+"#;
+
+/// Migration 3's backfill: `rollup_conversation` and `rollup_top_turns` from the raw
+/// `turn_starts` and `turn_ends` rows, one boot at a time (memory: one boot's conversations),
+/// through the same aggregation and upserts as ingest.
+fn backfill_attribution(conn: &Connection) -> rusqlite::Result<()> {
+    use std::collections::HashMap;
+
+    use crate::store::{
+        ConvAgg, TopTurn, enters_top, keep_top, upsert_conversations, upsert_top_turns,
+    };
+    let boots: Vec<i64> = {
+        let mut stmt = conn.prepare(
+            "SELECT DISTINCT boot_no FROM (SELECT id >> 40 AS boot_no FROM turn_starts
+             UNION SELECT id >> 40 FROM turn_ends) ORDER BY 1",
+        )?;
+        stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
+    };
+    let mut starts = conn.prepare(
+        "SELECT coalesce(conversation, ''), ts_ms FROM turn_starts WHERE id >= ?1 AND id < ?2",
+    )?;
+    let mut ends = conn.prepare(
+        "SELECT coalesce(conversation, ''), coalesce(turn, ''), ts_ms, duration_ms,
+                output_bytes, alloc_bytes, freed_bytes
+         FROM turn_ends WHERE id >= ?1 AND id < ?2 AND coalesce(outcome, '') <> 'sealed'",
+    )?;
+    for b in boots {
+        let (lo, hi) = (b << SEQ_BITS, (b + 1) << SEQ_BITS);
+        let mut by: HashMap<String, ConvAgg> = HashMap::new();
+        let mut q = starts.query(rusqlite::params![lo, hi])?;
+        while let Some(r) = q.next()? {
+            let c = r.get_ref(0)?.as_str()?;
+            let ts: i64 = r.get(1)?;
+            match by.get_mut(c) {
+                Some(a) => a.add_start(ts),
+                None => by.entry(c.to_owned()).or_default().add_start(ts),
+            }
+        }
+        let mut top: Vec<TopTurn<String>> = Vec::new();
+        let mut q = ends.query(rusqlite::params![lo, hi])?;
+        while let Some(r) = q.next()? {
+            let c = r.get_ref(0)?.as_str()?;
+            let (ts, dur, out, alloc, freed): (
+                i64,
+                Option<i64>,
+                Option<i64>,
+                Option<i64>,
+                Option<i64>,
+            ) = (r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?);
+            match by.get_mut(c) {
+                Some(a) => a.add_end(ts, dur, out, alloc, freed),
+                None => by.entry(c.to_owned()).or_default().add_end(ts, dur, out, alloc, freed),
+            }
+            if let (Some(a), Some(f)) = (alloc, freed) {
+                let (kept, turn) = (a.saturating_sub(f), r.get_ref(1)?.as_str()?);
+                if enters_top(&top, kept, c, turn) {
+                    keep_top(&mut top, (kept, a, c.to_owned(), turn.to_owned()));
+                }
+            }
+        }
+        upsert_conversations(conn, by.iter().map(|(c, a)| ((b, c.as_str()), a)))?;
+        upsert_top_turns(conn, b, &top)?;
+    }
+    Ok(())
+}
+
 /// Tables whose rows are keyed by [`record_key`], with the kind each holds (`None`: the
 /// `kind` column says).
 pub(crate) const KEYED_TABLES: &[(&str, Option<&str>)] = &[
@@ -434,6 +535,7 @@ pub fn open_for_writing(db: &Path) -> Result<Connection, CollectorError> {
     );
     conn.execute_batch(&pragmas).map_err(CollectorError::db(db, "setting pragmas"))?;
     conn.set_prepared_statement_cache_capacity(256);
+    crate::hours::register(&conn).map_err(CollectorError::db(db, "registering SQL functions"))?;
     migrate(&conn, db)?;
     restrict_db_files(db)?;
     Ok(conn)
@@ -518,8 +620,14 @@ fn migrate(conn: &Connection, db: &Path) -> Result<(), CollectorError> {
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(found).unwrap_or(0)) {
         let to = i + 1;
-        let batch = format!("BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {to}; COMMIT;");
-        if let Err(e) = conn.execute_batch(&batch) {
+        let step = || -> rusqlite::Result<()> {
+            conn.execute_batch(&format!("BEGIN IMMEDIATE; {sql};"))?;
+            if to == 3 {
+                backfill_attribution(conn)?;
+            }
+            conn.execute_batch(&format!("PRAGMA user_version = {to}; COMMIT;"))
+        };
+        if let Err(e) = step() {
             let _ = conn.execute_batch("ROLLBACK");
             return Err(CollectorError::db(db, "migrating the schema")(e));
         }

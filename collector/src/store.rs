@@ -8,11 +8,12 @@ use std::path::PathBuf;
 use rusqlite::types::Value;
 use rusqlite::{Connection, Transaction, params};
 
+use crate::hours::HourSet;
 use crate::rows::{
     BootMeta, COLUMNS, HeaderInfo, KeyedRow, N_TABLES, RowVals, S_ALLOCATED, S_RESIDENT, S_RSS,
-    S_TURNS_IN_FLIGHT, T_SAMPLES, T_TURN_STARTS, opt,
+    S_TURNS_IN_FLIGHT, T_SAMPLES, T_TURN_ENDS, T_TURN_STARTS, opt,
 };
-use crate::schema::{KEYED_TABLES, SEQ_BITS, split_key};
+use crate::schema::{KEYED_TABLES, SEQ_BITS, TOP_TURNS_KEPT, split_key};
 
 /// Rows per `INSERT` statement. Measured (docs/BENCHMARKS.md, "Collector"): with STRICT tables
 /// a multi-row `INSERT` needs a statement journal (a type error may abort it halfway), and that
@@ -298,6 +299,185 @@ impl BootStats {
 
 const HOUR_MS: i64 = 3_600_000;
 
+/// One `rollup_conversation` row being built: a boot's conversation, over a batch (or, in the
+/// migration's backfill, over every stored turn of the boot).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct ConvAgg {
+    /// `turn.start` records.
+    pub turns: i64,
+    /// `turn.end` records other than `sealed`.
+    pub ended: i64,
+    /// Sum of `alloc_bytes - freed_bytes` over ends that have both.
+    pub kept_bytes: i64,
+    /// Sum of `alloc_bytes`.
+    pub alloc_bytes: i64,
+    /// Sum of `output_bytes`.
+    pub output_bytes: i64,
+    /// Hours a turn was running in.
+    pub hours: HourSet,
+}
+
+/// Column positions in a `turn_starts` / `turn_ends` row's values (see `rows::COLUMNS`).
+const TURN_CONVERSATION: usize = 0;
+const TURN_ID: usize = 1;
+const END_OUTCOME: usize = 2;
+const END_DURATION_MS: usize = 3;
+const END_OUTPUT_BYTES: usize = 6;
+const END_ALLOC_BYTES: usize = 8;
+const END_FREED_BYTES: usize = 9;
+
+fn text_at(v: &[Value], i: usize) -> &str {
+    match v.get(i) {
+        Some(Value::Text(s)) => s,
+        _ => "",
+    }
+}
+
+fn int_at(v: &[Value], i: usize) -> Option<i64> {
+    match v.get(i) {
+        Some(Value::Integer(n)) => Some(*n),
+        _ => None,
+    }
+}
+
+impl ConvAgg {
+    /// Adds a `turn.start` at `ts_ms`.
+    pub(crate) fn add_start(&mut self, ts_ms: i64) {
+        self.turns += 1;
+        self.hours.insert_span(ts_ms, ts_ms);
+    }
+
+    /// Adds a `turn.end` at `ts_ms` (not `sealed`: a seal is written by the next boot and
+    /// carries no figures). Its start is `ts_ms - duration_ms` (its end's hour alone without a
+    /// duration; the start's own hour comes from its `turn.start`).
+    pub(crate) fn add_end(
+        &mut self,
+        ts_ms: i64,
+        duration_ms: Option<i64>,
+        output_bytes: Option<i64>,
+        alloc_bytes: Option<i64>,
+        freed_bytes: Option<i64>,
+    ) {
+        self.ended += 1;
+        if let (Some(a), Some(f)) = (alloc_bytes, freed_bytes) {
+            self.kept_bytes = self.kept_bytes.saturating_add(a.saturating_sub(f));
+        }
+        self.alloc_bytes = self.alloc_bytes.saturating_add(alloc_bytes.unwrap_or(0));
+        self.output_bytes = self.output_bytes.saturating_add(output_bytes.unwrap_or(0));
+        let start = duration_ms.map_or(ts_ms, |d| ts_ms.saturating_sub(d.max(0)));
+        self.hours.insert_span(start, ts_ms);
+    }
+}
+
+/// A candidate for `rollup_top_turns`: (kept bytes, allocated bytes, conversation, turn).
+pub(crate) type TopTurn<S> = (i64, i64, S, S);
+
+/// Whether a turn that kept `kept` bytes ranks before `other`: by kept bytes, then turn id,
+/// then conversation, the order `rollup_top_turns` is trimmed in.
+fn ranks_before<S: AsRef<str>>(
+    kept: i64,
+    conversation: &str,
+    turn: &str,
+    other: &TopTurn<S>,
+) -> bool {
+    other
+        .0
+        .cmp(&kept)
+        .then(turn.cmp(other.3.as_ref()))
+        .then(conversation.cmp(other.2.as_ref()))
+        .is_lt()
+}
+
+/// Whether a turn would enter `top` (the best [`TOP_TURNS_KEPT`] so far).
+pub(crate) fn enters_top<S: AsRef<str>>(
+    top: &[TopTurn<S>],
+    kept: i64,
+    conversation: &str,
+    turn: &str,
+) -> bool {
+    top.len() < TOP_TURNS_KEPT
+        || top.last().is_some_and(|l| ranks_before(kept, conversation, turn, l))
+}
+
+/// Adds `t` to `top`, which stays the best [`TOP_TURNS_KEPT`] in rank order.
+pub(crate) fn keep_top<S: AsRef<str>>(top: &mut Vec<TopTurn<S>>, t: TopTurn<S>) {
+    if !enters_top(top, t.0, t.2.as_ref(), t.3.as_ref()) {
+        return;
+    }
+    let at = top
+        .iter()
+        .position(|x| ranks_before(t.0, t.2.as_ref(), t.3.as_ref(), x))
+        .unwrap_or(top.len());
+    top.insert(at, t);
+    top.truncate(TOP_TURNS_KEPT);
+}
+
+/// Upserts `rollup_conversation` rows: totals add, active hours are united. Sums saturate at
+/// the `i64` bounds, as in memory: SQLite turns an overflowing `+` into a REAL, which a STRICT
+/// integer column refuses, and one absurd `alloc_bytes` must not stop ingest.
+pub(crate) fn upsert_conversations<'a>(
+    tx: &Connection,
+    rows: impl Iterator<Item = ((i64, &'a str), &'a ConvAgg)>,
+) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO rollup_conversation (boot_no, conversation, turns, ended, kept_bytes,
+             alloc_bytes, output_bytes, first_hour_ms, active_hours)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (boot_no, conversation) DO UPDATE SET
+             turns = max(min(turns + excluded.turns, 9223372036854775807), 0),
+             ended = max(min(ended + excluded.ended, 9223372036854775807), 0),
+             kept_bytes = max(min(kept_bytes + excluded.kept_bytes, 9223372036854775807),
+                              -9223372036854775808),
+             alloc_bytes = max(min(alloc_bytes + excluded.alloc_bytes, 9223372036854775807),
+                               -9223372036854775808),
+             output_bytes = max(min(output_bytes + excluded.output_bytes, 9223372036854775807),
+                                -9223372036854775808),
+             first_hour_ms = min(first_hour_ms, excluded.first_hour_ms),
+             active_hours = dispatch_hours_or(first_hour_ms, active_hours,
+                                              excluded.first_hour_ms, excluded.active_hours)",
+    )?;
+    for ((boot_no, conversation), a) in rows {
+        stmt.execute(params![
+            boot_no,
+            conversation,
+            a.turns,
+            a.ended,
+            a.kept_bytes,
+            a.alloc_bytes,
+            a.output_bytes,
+            a.hours.first_hour_ms(),
+            a.hours.bits(),
+        ])?;
+    }
+    Ok(())
+}
+
+/// Adds `top` to boot `boot_no`'s `rollup_top_turns` and trims it back to the best
+/// [`TOP_TURNS_KEPT`].
+pub(crate) fn upsert_top_turns<S: AsRef<str>>(
+    tx: &Connection,
+    boot_no: i64,
+    top: &[TopTurn<S>],
+) -> rusqlite::Result<()> {
+    if top.is_empty() {
+        return Ok(());
+    }
+    let mut ins = tx.prepare_cached(
+        "INSERT OR IGNORE INTO rollup_top_turns (boot_no, conversation, turn, kept_bytes,
+             alloc_bytes) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for (kept, alloc, conversation, turn) in top {
+        ins.execute(params![boot_no, conversation.as_ref(), turn.as_ref(), kept, alloc])?;
+    }
+    tx.prepare_cached(
+        "DELETE FROM rollup_top_turns WHERE boot_no = ?1 AND (conversation, turn) NOT IN
+            (SELECT conversation, turn FROM rollup_top_turns WHERE boot_no = ?1
+             ORDER BY kept_bytes DESC, turn, conversation LIMIT ?2)",
+    )?
+    .execute(params![boot_no, TOP_TURNS_KEPT as i64])?;
+    Ok(())
+}
+
 /// Commits `batch` in one transaction.
 pub(crate) fn commit(
     conn: &mut Connection,
@@ -336,6 +516,8 @@ pub(crate) fn commit(
 
     let mut rollups: HashMap<(i64, i64), Rollup> = HashMap::new();
     let mut boots: HashMap<i64, BootStats> = HashMap::new();
+    let mut convs: HashMap<(i64, &str), ConvAgg> = HashMap::new();
+    let mut tops: HashMap<i64, Vec<TopTurn<&str>>> = HashMap::new();
     for &(key, ts) in &batch.header_lines {
         let (boot_no, seq) = split_key(key);
         boots.entry(boot_no).or_default().add(seq as i64, ts);
@@ -364,6 +546,25 @@ pub(crate) fn commit(
                     let mut st = BootStats::default();
                     st.add(seq as i64, r.ts_ms);
                     run = Some((boot_no, st));
+                }
+            }
+            if let (T_TURN_STARTS | T_TURN_ENDS, RowVals::Other(v)) = (t, &r.vals) {
+                let conversation = text_at(v, TURN_CONVERSATION);
+                if t == T_TURN_STARTS {
+                    convs.entry((boot_no, conversation)).or_default().add_start(r.ts_ms);
+                } else if text_at(v, END_OUTCOME) != "sealed" {
+                    let (alloc, freed) = (int_at(v, END_ALLOC_BYTES), int_at(v, END_FREED_BYTES));
+                    convs.entry((boot_no, conversation)).or_default().add_end(
+                        r.ts_ms,
+                        int_at(v, END_DURATION_MS),
+                        int_at(v, END_OUTPUT_BYTES),
+                        alloc,
+                        freed,
+                    );
+                    if let (Some(a), Some(f)) = (alloc, freed) {
+                        let top = tops.entry(boot_no).or_default();
+                        keep_top(top, (a.saturating_sub(f), a, conversation, text_at(v, TURN_ID)));
+                    }
                 }
             }
             if t == T_SAMPLES || t == T_TURN_STARTS {
@@ -476,6 +677,10 @@ pub(crate) fn commit(
             a.rss.min,
             a.rss.max,
         ])?;
+    }
+    upsert_conversations(&tx, convs.iter().map(|(k, a)| (*k, a)))?;
+    for (boot_no, top) in &tops {
+        upsert_top_turns(&tx, *boot_no, top)?;
     }
     for (boot_no, s) in &boots {
         tx.prepare_cached(

@@ -124,6 +124,29 @@ fn one_run(run: u64) {
         .query_row("SELECT count(*) - count(DISTINCT turn) FROM turn_starts", [], |r| r.get(0))
         .unwrap();
     assert_eq!(dups, 0, "run {run}: no turn stored twice");
+    // The attribution rollups, upserted in the same transactions, counted every turn once.
+    let (rolled, started): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT sum(turns) FROM rollup_conversation),
+                    (SELECT count(*) FROM turn_starts)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(rolled, started, "run {run}: rollup turns");
+    let off: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM rollup_conversation r
+             WHERE r.turns <> (SELECT count(*) FROM turn_starts s
+                               WHERE coalesce(s.conversation, '') = r.conversation)
+                OR r.alloc_bytes <> (SELECT coalesce(sum(e.alloc_bytes), 0) FROM turn_ends e
+                                     WHERE coalesce(e.conversation, '') = r.conversation
+                                       AND coalesce(e.outcome, '') <> 'sealed')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(off, 0, "run {run}: per-conversation rollups equal their raw turns");
     // Every closed segment is drained and marked; the last one is still open.
     let mut segs: Vec<_> = std::fs::read_dir(&journal_dir)
         .unwrap()

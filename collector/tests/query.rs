@@ -199,4 +199,21 @@ fn retention_deletes_by_age_in_chunks_and_keeps_the_rest() {
         0,
     );
     assert_eq!(old_hours, 0);
+    // Attribution rollups cover a whole boot: the boot that ended before the cutoff loses its
+    // rows, the boot still within it keeps them.
+    let by_boot = |sql: &str| {
+        count(
+            &conn,
+            &format!(
+                "SELECT count(*) FROM {sql} r JOIN boots b ON b.boot_no = r.boot_no
+                 WHERE (b.last_ts_ms < ?1) = (?2 = 1)"
+            ),
+            cutoff,
+            1,
+        )
+    };
+    assert_eq!(by_boot("rollup_conversation"), 0);
+    assert_eq!(by_boot("rollup_top_turns"), 0);
+    let kept = count(&conn, "SELECT count(*) FROM rollup_conversation WHERE ?1 = ?2", 0, 0);
+    assert!(kept > 0, "the later boot keeps its rollups");
 }

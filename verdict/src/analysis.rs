@@ -28,6 +28,7 @@
 
 use std::collections::BTreeMap;
 
+use dispatch_collector::hours::HourSet;
 use serde::Serialize;
 
 use crate::output;
@@ -69,6 +70,39 @@ pub struct TurnPoint {
     pub alloc_bytes: Option<i64>,
     /// Bytes freed while polling the turn's task.
     pub freed_bytes: Option<i64>,
+}
+
+/// One conversation's turns over the window, totalled: what the collector's attribution
+/// rollup holds, so a long window is ranked from one row per conversation, not every turn.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConversationActivity {
+    /// Conversation id.
+    pub conversation: String,
+    /// Turns started in the window.
+    pub turns: usize,
+    /// Sum of allocated minus freed over its turns that have both, bytes.
+    pub retained_bytes: i64,
+    /// Sum of allocated bytes over its turns.
+    pub allocated_bytes: i64,
+    /// The hours it had a turn running in.
+    pub active_hours: HourSet,
+}
+
+/// What the conversation and turn ranking is computed from.
+#[derive(Debug, Clone, Copy)]
+pub enum Attribution<'a> {
+    /// Every turn of the window, each with its span (windows up to 48 h, and databases
+    /// without attribution rollups).
+    Turns(&'a [TurnPoint]),
+    /// Whole-boot totals per conversation with their active hours, and the turns that kept the
+    /// most (the collector's rollups). A floor rise is attributed to a conversation active in
+    /// an hour the rise's bucket overlaps: exact for hour-aligned buckets (hourly windows).
+    Totals {
+        /// One entry per conversation.
+        conversations: &'a [ConversationActivity],
+        /// The turns that kept the most, any order (the ranking sorts and cuts them).
+        top_turns: &'a [TurnRank],
+    },
 }
 
 /// One `conversation.memory` record.
@@ -144,6 +178,9 @@ pub struct Options {
     pub working_set_r: f64,
     /// Bucket width override, ms (otherwise span/16 within 30 s..30 min).
     pub bucket_ms: Option<i64>,
+    /// End of the window turns are attributed over, Unix ms, when later than the last sample
+    /// point: a point of an hourly window stands for the rest of its hour, so its turns count.
+    pub turns_until_ms: Option<i64>,
 }
 
 impl Default for Options {
@@ -157,6 +194,7 @@ impl Default for Options {
             retention_gap_fraction: 0.25,
             working_set_r: 0.5,
             bucket_ms: None,
+            turns_until_ms: None,
         }
     }
 }
@@ -322,10 +360,22 @@ pub struct Analysis {
     pub notes: Vec<String>,
 }
 
-/// Decides the verdict for one boot's window.
+/// Decides the verdict for one boot's window, ranking conversations and turns from every
+/// turn's span.
 pub fn analyze(
     samples: &[SamplePoint],
     turns: &[TurnPoint],
+    conversations: &[ConversationPoint],
+    opts: &Options,
+) -> Analysis {
+    analyze_attributed(samples, Attribution::Turns(turns), conversations, opts)
+}
+
+/// [`analyze`] with the conversation and turn ranking computed from `attribution`: the turns
+/// themselves, or per-conversation totals with active hours.
+pub fn analyze_attributed(
+    samples: &[SamplePoint],
+    attribution: Attribution<'_>,
     conversations: &[ConversationPoint],
     opts: &Options,
 ) -> Analysis {
@@ -547,9 +597,19 @@ pub fn analyze(
             (d > 0.0).then_some((w[1].start_ms, d))
         })
         .collect();
-    a.conversations =
-        rank_conversations(turns, conversations, &rises, bucket_ms, a.from_ms, a.to_ms);
-    a.turns = rank_turns(turns, a.from_ms, a.to_ms);
+    let turns_to = opts.turns_until_ms.map_or(a.to_ms, |t| t.max(a.to_ms));
+    let (ranked, top) = match attribution {
+        Attribution::Turns(turns) => (
+            rank_conversations(turns, conversations, &rises, bucket_ms, a.from_ms, turns_to),
+            rank_turns(turns, a.from_ms, turns_to),
+        ),
+        Attribution::Totals { conversations: totals, top_turns } => (
+            rank_totals(totals, conversations, &rises, bucket_ms, a.from_ms, turns_to),
+            top_of(top_turns.to_vec()),
+        ),
+    };
+    a.conversations = ranked;
+    a.turns = top;
 
     // The verdict.
     let is_trend = |t: &Option<Trend>| {
@@ -713,7 +773,6 @@ fn rank_conversations(
             e.history = c.history_bytes;
         }
     }
-    let total_rise: f64 = rises.iter().map(|r| r.1).sum();
     for acc in by.values_mut() {
         acc.rise = rises
             .iter()
@@ -723,11 +782,110 @@ fn rank_conversations(
             .map(|r| r.1)
             .sum();
     }
-    let any_live = by.values().any(|a| a.live.is_some());
-    let mut out: Vec<ConversationRank> = by
+    let sums = by.into_iter().map(|(id, acc)| Sums {
+        id,
+        retained: acc.retained,
+        allocated: acc.allocated,
+        turns: acc.turns,
+        live: acc.live,
+        history: acc.history,
+        rise: acc.rise,
+    });
+    ranked(sums.collect(), rises)
+}
+
+/// One conversation's figures over the window, before ranking.
+struct Sums<'a> {
+    id: &'a str,
+    retained: i64,
+    allocated: i64,
+    turns: usize,
+    live: Option<i64>,
+    history: Option<i64>,
+    /// Floor rise in the buckets where it was active, bytes.
+    rise: f64,
+}
+
+/// Latest live and history bytes per conversation from `conversation.memory` records in
+/// `[from, to]`.
+fn latest_memory(
+    conv: &[ConversationPoint],
+    from: i64,
+    to: i64,
+) -> BTreeMap<&str, (Option<i64>, Option<i64>)> {
+    let mut by: BTreeMap<&str, (Option<i64>, Option<i64>)> = BTreeMap::new();
+    for c in conv.iter().filter(|c| c.ts_ms >= from && c.ts_ms <= to) {
+        let e = by.entry(c.conversation.as_str()).or_default();
+        if c.live_bytes.is_some() {
+            e.0 = c.live_bytes;
+        }
+        if c.history_bytes.is_some() {
+            e.1 = c.history_bytes;
+        }
+    }
+    by
+}
+
+/// [`rank_conversations`] from per-conversation totals: a rise counts for a conversation
+/// active in an hour its bucket overlaps.
+fn rank_totals<'a>(
+    totals: &'a [ConversationActivity],
+    conv: &'a [ConversationPoint],
+    rises: &[(i64, f64)],
+    bucket_ms: i64,
+    from: i64,
+    to: i64,
+) -> Vec<ConversationRank> {
+    let mut memory = latest_memory(conv, from, to);
+    // Hour-long buckets on hour boundaries (hourly windows): a rise is one bit test.
+    const HOUR: i64 = 3_600_000;
+    let hourly = bucket_ms == HOUR && rises.iter().all(|(start, _)| start.rem_euclid(HOUR) == 0);
+    let mut sums: Vec<Sums<'a>> = totals
+        .iter()
+        .map(|t| {
+            let (live, history) = memory.remove(t.conversation.as_str()).unwrap_or_default();
+            Sums {
+                id: t.conversation.as_str(),
+                retained: t.retained_bytes,
+                allocated: t.allocated_bytes,
+                turns: t.turns,
+                live,
+                history,
+                rise: rises
+                    .iter()
+                    .filter(|(start, _)| {
+                        if hourly {
+                            t.active_hours.has_hour(*start)
+                        } else {
+                            t.active_hours.any_in(*start, start + bucket_ms)
+                        }
+                    })
+                    .map(|r| r.1)
+                    .sum(),
+            }
+        })
+        .collect();
+    sums.extend(memory.into_iter().map(|(id, (live, history))| Sums {
+        id,
+        retained: 0,
+        allocated: 0,
+        turns: 0,
+        live,
+        history,
+        rise: 0.0,
+    }));
+    ranked(sums, rises)
+}
+
+/// Ranks conversations: by live bytes when any were recorded (tagged allocator), else by
+/// allocation churn; then history bytes, then id.
+fn ranked(sums: Vec<Sums<'_>>, rises: &[(i64, f64)]) -> Vec<ConversationRank> {
+    let total_rise: f64 = rises.iter().map(|r| r.1).sum();
+    let any_live = sums.iter().any(|a| a.live.is_some());
+    let mut out: Vec<ConversationRank> = sums
         .into_iter()
-        .map(|(id, acc)| ConversationRank {
-            id: id.to_string(),
+        .map(|acc| ConversationRank {
+            id: acc.id.to_string(),
             rank: 0,
             kind: if any_live { "live" } else { "allocation-churn" },
             retained_bytes: if any_live { acc.live.unwrap_or(0) } else { acc.retained },
@@ -752,20 +910,28 @@ fn rank_conversations(
 
 /// Most turns shown.
 const TOP_TURNS: usize = 10;
+// A whole boot's top turns come from `rollup_top_turns`, which keeps this many per boot.
+const _: () = assert!(TOP_TURNS <= dispatch_collector::schema::TOP_TURNS_KEPT);
 
 fn rank_turns(turns: &[TurnPoint], from: i64, to: i64) -> Vec<TurnRank> {
-    let mut out: Vec<TurnRank> = turns
-        .iter()
-        .filter(|t| in_window(t, from, to))
-        .filter_map(|t| {
-            Some(TurnRank {
-                conversation: t.conversation.clone(),
-                turn: t.turn.clone(),
-                retained_bytes: t.alloc_bytes? - t.freed_bytes?,
-                allocated_bytes: t.alloc_bytes?,
+    top_of(
+        turns
+            .iter()
+            .filter(|t| in_window(t, from, to))
+            .filter_map(|t| {
+                Some(TurnRank {
+                    conversation: t.conversation.clone(),
+                    turn: t.turn.clone(),
+                    retained_bytes: t.alloc_bytes? - t.freed_bytes?,
+                    allocated_bytes: t.alloc_bytes?,
+                })
             })
-        })
-        .collect();
+            .collect(),
+    )
+}
+
+/// The [`TOP_TURNS`] turns that kept the most, best first.
+fn top_of(mut out: Vec<TurnRank>) -> Vec<TurnRank> {
     out.sort_by(|x, y| y.retained_bytes.cmp(&x.retained_bytes).then(x.turn.cmp(&y.turn)));
     out.truncate(TOP_TURNS);
     out

@@ -7,7 +7,10 @@ use dispatch_collector::query::{self, QueryError, Samples, TimeRange};
 use rusqlite::Connection;
 use serde_json::json;
 
-use crate::analysis::{self, Analysis, ConversationPoint, Options, SamplePoint, TurnPoint};
+use crate::analysis::{
+    self, Analysis, Attribution, ConversationActivity, ConversationPoint, Options, SamplePoint,
+    TurnPoint, TurnRank,
+};
 use crate::chart::{ChartData, Point};
 use crate::output::bytes;
 use crate::stats;
@@ -83,6 +86,10 @@ pub struct Report {
     pub boot: query::Boot,
     /// `raw` or `hourly`.
     pub source: &'static str,
+    /// What conversations and turns were ranked from: `turns` (every turn of the window),
+    /// `rollups` (the collector's per-conversation rollups: whole-boot windows over 48 h), or
+    /// `none` (not ranked: [`recent_view`]).
+    pub attribution: &'static str,
     /// The window asked for.
     pub range: TimeRange,
     /// The verdict and evidence.
@@ -110,6 +117,7 @@ impl Report {
             "stopped_ts_ms": self.boot.stopped_ts_ms,
         });
         v["source"] = json!(self.source);
+        v["attribution"] = json!(self.attribution);
         if let Some(r) = &self.recent {
             let a = &r.analysis;
             v["recent"] = json!({
@@ -130,6 +138,18 @@ impl Report {
 /// `map_err` adapter: a failed query, with what was being read.
 fn query_failed(what: &'static str) -> impl FnOnce(QueryError) -> ReportError {
     move |source| ReportError::Query { what, source: Box::new(source) }
+}
+
+/// The last [`RECENT_WINDOW_MS`] of a boot, as shown beside the whole boot (`recent`): its
+/// verdict and summary, without ranking conversations and turns (the view shows neither, and
+/// they never change the verdict), so a busy boot's recent hours cost their samples, not their
+/// turns. `attribution` is `none`.
+///
+/// # Errors
+/// [`ReportError::Query`]: the database cannot be read.
+pub fn recent_view(conn: &Connection, boot: &query::Boot) -> Result<Report, ReportError> {
+    let read = ReadOptions { rank: false, ..ReadOptions::default() };
+    analyze_boot_read(conn, boot, Since::Millis(RECENT_WINDOW_MS), &read)
 }
 
 /// One boot's analysis over the window `since` ending at its newest record.
@@ -155,6 +175,39 @@ pub fn analyze_boot_with(
     since: Since,
     raw_window_ms: i64,
 ) -> Result<Report, ReportError> {
+    analyze_boot_read(conn, boot, since, &ReadOptions { raw_window_ms, ..ReadOptions::default() })
+}
+
+/// Where [`analyze_boot_read`] reads from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Windows up to this long are read from raw samples ([`RAW_WINDOW_MS`]).
+    pub raw_window_ms: i64,
+    /// Whether a whole-boot window read from hourly rollups ranks conversations and turns from
+    /// the attribution rollups (default) instead of every turn: off only to compare the two.
+    pub attribution_rollups: bool,
+    /// Whether conversations and turns are ranked at all (default). Off for a view that shows
+    /// only its verdict and summary ([`recent_view`]), which the ranking never changes.
+    pub rank: bool,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions { raw_window_ms: RAW_WINDOW_MS, attribution_rollups: true, rank: true }
+    }
+}
+
+/// [`analyze_boot`] reading as `read` says.
+///
+/// # Errors
+/// [`ReportError::Query`]: the database cannot be read.
+pub fn analyze_boot_read(
+    conn: &Connection,
+    boot: &query::Boot,
+    since: Since,
+    read: &ReadOptions,
+) -> Result<Report, ReportError> {
+    let raw_window_ms = read.raw_window_ms;
     // Anchored at the boot's newest record, not the wall clock: post-mortems run days later.
     let newest = boot.last_ts_ms.unwrap_or(0);
     let range = match since {
@@ -184,21 +237,80 @@ pub fn analyze_boot_with(
             (hourly_points(&hours, &levels, &mut load_aware), "hourly")
         }
     };
-    let turns: Vec<TurnPoint> = query::turns_started(conn, range)
-        .map_err(query_failed("reading turns"))?
-        .into_iter()
-        .filter(|t| t.boot == boot.boot)
-        .map(|t| TurnPoint {
-            conversation: t.conversation.unwrap_or_default(),
-            turn: t.turn.unwrap_or_default(),
-            start_ts_ms: t.start_ts_ms,
-            end_ts_ms: t.end_ts_ms,
-            alloc_bytes: t.alloc_bytes,
-            freed_bytes: t.freed_bytes,
-        })
-        .collect();
-    let convs: Vec<ConversationPoint> = query::conversation_memory(conn, range)
-        .map_err(query_failed("reading conversation memory"))?
+    // A whole boot read from hourly rollups ranks from the attribution rollups: one row per
+    // conversation, so memory and time follow the conversations, not the turns. Shorter
+    // windows (and databases from before schema 3) read their turns.
+    let whole_boot = boot.first_ts_ms.is_some_and(|first| range.from_ms <= first);
+    let totals = if source == "hourly" && whole_boot && read.attribution_rollups {
+        query::conversation_rollups(conn, boot.boot_no)
+            .map_err(query_failed("reading conversation rollups"))?
+    } else {
+        None
+    };
+    if source == "hourly" {
+        // An hourly point stands for the rest of its hour: turns up to the window's end count.
+        opts.turns_until_ms = Some(range.to_ms);
+    }
+    let mut turns: Vec<TurnPoint> = Vec::new();
+    let mut activity: Vec<ConversationActivity> = Vec::new();
+    let mut top_turns: Vec<TurnRank> = Vec::new();
+    let attribution = if !read.rank {
+        "none"
+    } else if let Some(rows) = totals {
+        // Turns still open at the boot's end run to the window's end, as in the raw ranking:
+        // found in the boot's tail, which is read only as far back as the oldest of them.
+        let open: std::collections::HashMap<&str, i64> =
+            rows.iter().map(|r| (r.conversation.as_str(), r.turns - r.ended)).collect();
+        let open_since = query::first_open_turns(conn, boot.boot_no, newest, &open)
+            .map_err(query_failed("reading open turns"))?;
+        activity.reserve_exact(rows.len());
+        for r in rows {
+            let mut active_hours = r.active_hours;
+            if let Some(&start) = open_since.get(&r.conversation) {
+                active_hours.insert_span(start, range.to_ms);
+            }
+            activity.push(ConversationActivity {
+                turns: usize::try_from(r.turns).unwrap_or(0),
+                retained_bytes: r.kept_bytes,
+                allocated_bytes: r.alloc_bytes,
+                active_hours,
+                conversation: r.conversation,
+            });
+        }
+        top_turns = query::top_turns(conn, boot.boot_no)
+            .map_err(query_failed("reading top turns"))?
+            .into_iter()
+            .map(|t| TurnRank {
+                conversation: t.conversation,
+                turn: t.turn,
+                retained_bytes: t.kept_bytes,
+                allocated_bytes: t.alloc_bytes,
+            })
+            .collect();
+        "rollups"
+    } else {
+        turns = query::turns_started(conn, range)
+            .map_err(query_failed("reading turns"))?
+            .into_iter()
+            .filter(|t| t.boot == boot.boot)
+            .map(|t| TurnPoint {
+                conversation: t.conversation.unwrap_or_default(),
+                turn: t.turn.unwrap_or_default(),
+                start_ts_ms: t.start_ts_ms,
+                end_ts_ms: t.end_ts_ms,
+                alloc_bytes: t.alloc_bytes,
+                freed_bytes: t.freed_bytes,
+            })
+            .collect();
+        "turns"
+    };
+    let memory = if read.rank {
+        query::conversation_memory(conn, range)
+            .map_err(query_failed("reading conversation memory"))?
+    } else {
+        Vec::new()
+    };
+    let convs: Vec<ConversationPoint> = memory
         .into_iter()
         .filter(|c| c.boot == boot.boot)
         .map(|c| ConversationPoint {
@@ -208,7 +320,11 @@ pub fn analyze_boot_with(
             live_bytes: c.live_bytes,
         })
         .collect();
-    let mut analysis = analysis::analyze(&samples, &turns, &convs, &opts);
+    let how = match attribution {
+        "rollups" => Attribution::Totals { conversations: &activity, top_turns: &top_turns },
+        _ => Attribution::Turns(&turns),
+    };
+    let mut analysis = analysis::analyze_attributed(&samples, how, &convs, &opts);
     if source == "hourly" {
         // The analysis saw points (two per level and hour); people want the samples behind them.
         analysis.samples = hourly_samples;
@@ -245,6 +361,13 @@ pub fn analyze_boot_with(
             )
         });
     }
+    if attribution == "rollups" {
+        analysis.notes.push(
+            "conversations and turns ranked from the collector's per-conversation rollups \
+             (whole-boot totals and the hours each had a turn running)"
+                .to_owned(),
+        );
+    }
     if samples.is_empty() {
         analysis
             .notes
@@ -258,7 +381,7 @@ pub fn analyze_boot_with(
             turns_in_flight: s.turns_in_flight.unwrap_or(f64::NAN),
         })
         .collect();
-    Ok(Report { boot: boot.clone(), source, range, analysis, points, recent: None })
+    Ok(Report { boot: boot.clone(), source, attribution, range, analysis, points, recent: None })
 }
 
 const HOUR_MS: i64 = 3_600_000;

@@ -2,14 +2,22 @@
 //! ordinary least squares and Pearson correlation. Small and dependency-free; inputs are
 //! bucket floors (tens to hundreds of points), so the O(n^2) estimators are fine.
 
-/// Median of `v` (sorted in place). `None` for an empty slice.
+/// Median of `v` (reordered in place). `None` for an empty slice.
 pub fn median(v: &mut [f64]) -> Option<f64> {
     if v.is_empty() {
         return None;
     }
-    v.sort_by(f64::total_cmp);
+    // A selection, not a sort: the same order statistics in linear time (Theil-Sen takes the
+    // median of n(n-1)/2 slopes: 258,840 for a 30-day window's 720 hourly floors).
     let m = v.len() / 2;
-    Some(if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 })
+    let odd = v.len() % 2 == 1;
+    let (below, mid, _) = v.select_nth_unstable_by(m, f64::total_cmp);
+    let mid = *mid;
+    if odd {
+        return Some(mid);
+    }
+    let lower = below.iter().copied().max_by(f64::total_cmp).unwrap_or(mid);
+    Some((lower + mid) / 2.0)
 }
 
 /// The smallest slope a trend test at `z_alpha` would find with power `z_power` (one-sided

@@ -8,7 +8,9 @@
 use std::path::{Path, PathBuf};
 
 use dispatch_synth::scenario::{Scenario, SynthOptions, generate};
-use dispatch_verdict::report::{Since, analyze_boot_with};
+use dispatch_verdict::report::{
+    ReadOptions, Since, analyze_boot_read, analyze_boot_with, recent_view,
+};
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -61,6 +63,79 @@ fn rollup_windows_reach_the_raw_verdict() {
     }
 }
 
+/// A whole boot over 48 h ranks conversations and turns from the attribution rollups (one row
+/// per conversation), and the ranking is the one every raw turn gives on the same hourly
+/// floors: the same conversations in the same order with the same kept and allocated bytes,
+/// turn counts, active-while-the-floor-rose flags and shares, and the same top turns. Windows
+/// shorter than the boot still read their turns.
+#[test]
+fn rollup_attribution_ranks_as_the_raw_turns_do() {
+    for (scenario, seed) in [(Scenario::Leak, 1), (Scenario::Leak, 2), (Scenario::WorkingSet, 1)] {
+        let what = format!("{scenario:?} seed {seed}");
+        let dir = tempfile::tempdir().unwrap();
+        let db = drained(dir.path(), scenario, seed);
+        let conn = dispatch_collector::schema::open_read_only(&db).unwrap();
+        let boot = dispatch_collector::query::boots(&conn).unwrap().remove(0);
+        let read = |since: Since, attribution_rollups: bool| {
+            let opts = ReadOptions { attribution_rollups, ..ReadOptions::default() };
+            analyze_boot_read(&conn, &boot, since, &opts).unwrap()
+        };
+        let (rolled, raw) = (read(Since::All, true), read(Since::All, false));
+        assert_eq!((rolled.source, rolled.attribution), ("hourly", "rollups"), "{what}");
+        assert_eq!((raw.source, raw.attribution), ("hourly", "turns"), "{what}");
+        let (r, t) = (&rolled.analysis, &raw.analysis);
+        assert_eq!(r.verdict, t.verdict, "{what}");
+        assert!(r.conversations.len() > 40, "{what}: {}", r.conversations.len());
+        assert_eq!(
+            serde_json::to_value(&r.conversations).unwrap(),
+            serde_json::to_value(&t.conversations).unwrap(),
+            "{what}: conversations"
+        );
+        assert_eq!(
+            serde_json::to_value(&r.turns).unwrap(),
+            serde_json::to_value(&t.turns).unwrap(),
+            "{what}: turns"
+        );
+        // And straight from the raw rows: the first conversation's kept bytes and turns.
+        let first = &r.conversations[0];
+        let (kept, turns): (i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT sum(alloc_bytes - freed_bytes) FROM turn_ends
+                         WHERE conversation = ?1),
+                        (SELECT count(*) FROM turn_starts WHERE conversation = ?1)",
+                [&first.id],
+                |q| Ok((q.get(0)?, q.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((first.retained_bytes, first.turns as i64), (kept, turns), "{what}");
+        if scenario == Scenario::Leak {
+            assert_eq!(r.verdict.name(), "LEAK", "{what}: {}", r.summary);
+            assert_eq!(first.id, dispatch_synth::scenario::LEAKY_CONVERSATION, "{what}");
+            assert!(first.active_while_floor_rose && first.floor_rise_share > 0.5, "{what}");
+            // A turn every 5 minutes: active in every hour the floor rose, the most of any.
+            let most = r.conversations.iter().map(|c| c.floor_rise_share).fold(0.0, f64::max);
+            assert_eq!(first.floor_rise_share, most, "{what}");
+            assert!(r.conversations.iter().any(|c| c.floor_rise_share < most), "{what}");
+        }
+        // Shorter windows read their turns: 6 h (raw samples) and 60 of the 72 h (hourly).
+        for ms in [6 * HOUR_MS, 60 * HOUR_MS] {
+            let part = read(Since::Millis(ms), true);
+            assert_eq!(part.attribution, "turns", "{what}: {ms} ms");
+        }
+        // The recent view beside the whole boot ranks nothing, and says what `--since 6h` says.
+        let recent = recent_view(&conn, &boot).unwrap();
+        let six = read(Since::Millis(6 * HOUR_MS), true);
+        assert_eq!(recent.attribution, "none", "{what}");
+        assert!(recent.analysis.conversations.is_empty() && recent.analysis.turns.is_empty());
+        assert!(!six.analysis.conversations.is_empty(), "{what}");
+        assert_eq!(
+            (recent.analysis.verdict, &recent.analysis.summary),
+            (six.analysis.verdict, &six.analysis.summary),
+            "{what}"
+        );
+    }
+}
+
 /// The migration's backfill gives the rows ingest builds: a database whose load rollup is
 /// dropped and whose schema is set back to 1 is migrated by the next open, and the table
 /// comes back row for row.
@@ -86,7 +161,11 @@ fn the_migration_backfills_the_load_rollup_from_raw_samples() {
     assert!(built.len() > 72, "a row per hour and level: {}", built.len());
     {
         let conn = rusqlite::Connection::open(&db).unwrap();
-        conn.execute_batch("DROP TABLE rollup_hourly_load; PRAGMA user_version = 1;").unwrap();
+        conn.execute_batch(
+            "DROP TABLE rollup_hourly_load; DROP TABLE rollup_conversation; \
+             DROP TABLE rollup_top_turns; PRAGMA user_version = 1;",
+        )
+        .unwrap();
     }
     // An old database read by this build before a collector migrated it: no load rows; the
     // hourly path still answers and says what it rests on.
