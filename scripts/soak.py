@@ -18,7 +18,7 @@ Phases:
      consistent; then the server and collector are stopped, a final drain runs, and
        - every complete journal line is in the traces DB exactly once (per boot and seq; a torn
          line is allowed only as the last line of a segment of a boot that was killed),
-       - boots.records and the hourly rollups count each line once,
+       - boots.records, the hourly rollups and the attribution rollups count each line once,
        - no process of the soak is left,
        - `dispatchctl mem --boot all --check` on the soak's journal: no LEAK, or with --leak-mb
          it must find the LEAK.
@@ -317,6 +317,11 @@ class Soak:
         ingest_errors = db.execute("SELECT file_name, line_no, code, reason FROM ingest_errors").fetchall()
         sample_rows = db.execute("SELECT count(*) FROM samples").fetchone()[0]
         rollup_samples = db.execute("SELECT coalesce(sum(samples), 0) FROM rollup_hourly").fetchone()[0]
+        # The attribution rollups (schema 3) count each turn record once too.
+        rollup_turns = db.execute("SELECT coalesce(sum(turns), 0), coalesce(sum(ended), 0) "
+                                  "FROM rollup_conversation").fetchone()
+        raw_turns = db.execute("SELECT (SELECT count(*) FROM turn_starts), (SELECT count(*) "
+                               "FROM turn_ends WHERE coalesce(outcome, '') <> 'sealed')").fetchone()
         db.close()
 
         missing = extra = duplicated = 0
@@ -347,6 +352,9 @@ class Soak:
             self.fail(f"{duplicated} journal lines are in the DB more than once")
         if dup_lines:
             self.fail(f"{dup_lines} (boot, seq) pairs appear twice in the journal")
+        if tuple(rollup_turns) != tuple(raw_turns):
+            self.fail(f"rollup_conversation counts {tuple(rollup_turns)} turn starts and ends, the "
+                      f"raw tables hold {tuple(raw_turns)}")
         if rollup_samples != sample_rows:
             self.fail(f"rollup_hourly counts {rollup_samples} samples, the samples table holds {sample_rows}")
         for boot, per in lines.items():
