@@ -26,6 +26,8 @@ struct Target {
     server: ServerProcess,
     conversation: String,
     _var: tempfile::TempDir,
+    /// Its stdin is held open for the life of this process (see `target`).
+    _watchdog: std::process::Child,
 }
 
 fn target() -> &'static Target {
@@ -33,13 +35,23 @@ fn target() -> &'static Target {
     T.get_or_init(|| {
         let var = tempfile::tempdir().unwrap();
         let server = ServerProcess::start(var.path(), &["--sample-interval-ms", "1000"]);
+        // A static is never dropped, so the shared server would outlive this test binary
+        // (every run of the suite left one monitor and its worker behind, found with `pgrep`
+        // after a 20-run loop). A watchdog reads a pipe only this process holds open: when
+        // the process ends, however it ends, the read returns and the watchdog kills both.
+        let watchdog = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("read _; kill -9 {} {}", server.worker, server.child.id()))
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
         let conversation = rt.block_on(server.client().create_conversation());
-        Target { rt, server, conversation, _var: var }
+        Target { rt, server, conversation, _var: var, _watchdog: watchdog }
     })
 }
 
