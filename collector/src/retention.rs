@@ -76,22 +76,19 @@ pub fn apply(
         chunk,
     )?;
     // Attribution rollups cover a whole boot: they go with the boot's last record.
-    deleted += delete_in_chunks(
-        conn,
-        "DELETE FROM rollup_conversation WHERE (boot_no, conversation) IN
-            (SELECT r.boot_no, r.conversation FROM rollup_conversation r
-             JOIN boots b ON b.boot_no = r.boot_no WHERE coalesce(b.last_ts_ms, 0) < ?1 LIMIT ?2)",
-        cutoff,
-        chunk,
-    )?;
-    deleted += delete_in_chunks(
-        conn,
-        "DELETE FROM rollup_top_turns WHERE (boot_no, conversation, turn) IN
-            (SELECT r.boot_no, r.conversation, r.turn FROM rollup_top_turns r
-             JOIN boots b ON b.boot_no = r.boot_no WHERE coalesce(b.last_ts_ms, 0) < ?1 LIMIT ?2)",
-        cutoff,
-        chunk,
-    )?;
+    for (table, key) in [
+        ("rollup_conversation", ["boot_no", "conversation"].as_slice()),
+        ("rollup_top_turns", ["boot_no", "conversation", "turn"].as_slice()),
+    ] {
+        let columns = key.join(", ");
+        let of_r = key.iter().map(|k| format!("r.{k}")).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "DELETE FROM {table} WHERE ({columns}) IN
+                (SELECT {of_r} FROM {table} r JOIN boots b ON b.boot_no = r.boot_no
+                 WHERE coalesce(b.last_ts_ms, 0) < ?1 LIMIT ?2)"
+        );
+        deleted += delete_in_chunks(conn, &sql, cutoff, chunk)?;
+    }
     deleted += delete_in_chunks(
         conn,
         "DELETE FROM ingest_errors WHERE error_id IN

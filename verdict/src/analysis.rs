@@ -735,37 +735,28 @@ fn rank_conversations(
     from: i64,
     to: i64,
 ) -> Vec<ConversationRank> {
-    struct Acc {
-        retained: i64,
-        allocated: i64,
-        turns: usize,
-        live: Option<i64>,
-        history: Option<i64>,
-        rise: f64,
-        spans: Vec<(i64, i64)>,
-    }
-    let mut by: BTreeMap<&str, Acc> = BTreeMap::new();
-    let new = || Acc {
-        retained: 0,
-        allocated: 0,
-        turns: 0,
-        live: None,
-        history: None,
-        rise: 0.0,
-        spans: Vec::new(),
+    // Per conversation: its sums, and the spans of its turns (for the floor-rise share).
+    type WithSpans<'a> = (Sums<'a>, Vec<(i64, i64)>);
+    let mut by: BTreeMap<&str, WithSpans> = BTreeMap::new();
+    let new = |id| {
+        let sums =
+            Sums { id, retained: 0, allocated: 0, turns: 0, live: None, history: None, rise: 0.0 };
+        (sums, Vec::new())
     };
     for t in turns.iter().filter(|t| in_window(t, from, to)) {
-        let e = by.entry(t.conversation.as_str()).or_insert_with(new);
+        let id = t.conversation.as_str();
+        let (e, spans) = by.entry(id).or_insert_with(|| new(id));
         e.turns += 1;
         if let (Some(al), Some(fr)) = (t.alloc_bytes, t.freed_bytes) {
             e.retained += al - fr;
         }
         e.allocated += t.alloc_bytes.unwrap_or(0);
         let s = t.start_ts_ms.or(t.end_ts_ms).unwrap_or(from);
-        e.spans.push((s, t.end_ts_ms.unwrap_or(to)));
+        spans.push((s, t.end_ts_ms.unwrap_or(to)));
     }
     for c in conv.iter().filter(|c| c.ts_ms >= from && c.ts_ms <= to) {
-        let e = by.entry(c.conversation.as_str()).or_insert_with(new);
+        let id = c.conversation.as_str();
+        let (e, _) = by.entry(id).or_insert_with(|| new(id));
         if c.live_bytes.is_some() {
             e.live = c.live_bytes;
         }
@@ -773,25 +764,14 @@ fn rank_conversations(
             e.history = c.history_bytes;
         }
     }
-    for acc in by.values_mut() {
+    for (acc, spans) in by.values_mut() {
         acc.rise = rises
             .iter()
-            .filter(|(start, _)| {
-                acc.spans.iter().any(|(s, e)| *s < start + bucket_ms && *e >= *start)
-            })
+            .filter(|(start, _)| spans.iter().any(|(s, e)| *s < start + bucket_ms && *e >= *start))
             .map(|r| r.1)
             .sum();
     }
-    let sums = by.into_iter().map(|(id, acc)| Sums {
-        id,
-        retained: acc.retained,
-        allocated: acc.allocated,
-        turns: acc.turns,
-        live: acc.live,
-        history: acc.history,
-        rise: acc.rise,
-    });
-    ranked(sums.collect(), rises)
+    ranked(by.into_values().map(|(sums, _)| sums).collect(), rises)
 }
 
 /// One conversation's figures over the window, before ranking.
