@@ -315,15 +315,10 @@ fn many_turns(days: f64, turns: u64, convs: u64) {
         rss.push(r);
         let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
         verdict = format!(
-            "{} from {} samples, attribution {}, {} conversations, first {} ({} B kept), recent {} from {}",
-            v["verdict"],
-            v["source"],
-            v["attribution"],
-            v["conversations"].as_array().map_or(0, Vec::len),
-            v["conversations"][0]["id"],
-            v["conversations"][0]["retained_bytes"],
+            "{}, recent {} from {}",
+            describe(&v),
             v["recent"]["verdict"],
-            v["recent"]["source"],
+            v["recent"]["source"]
         );
     }
     let max_rss = rss.iter().copied().fold(0.0, f64::max);
@@ -380,14 +375,18 @@ fn raw_child(db: &Path) {
     r.recent = Some(Box::new(analyze_boot(&conn, &boot, Since::Millis(RECENT_WINDOW_MS)).unwrap()));
     let v = r.to_json();
     let json = serde_json::to_string(&v).unwrap();
-    println!(
-        "{} from {}, attribution {}, {} conversations, first {} ({} B kept), {} bytes of JSON",
+    println!("{}, {} bytes of JSON", describe(&v), json.len());
+}
+
+/// A report's verdict, source and top conversation in one line, for comparing two paths.
+fn describe(v: &serde_json::Value) -> String {
+    format!(
+        "{} from {}, attribution {}, {} conversations, first {} ({} B kept)",
         v["verdict"],
         v["source"],
         v["attribution"],
         v["conversations"].as_array().map_or(0, Vec::len),
         v["conversations"][0]["id"],
         v["conversations"][0]["retained_bytes"],
-        json.len()
-    );
+    )
 }

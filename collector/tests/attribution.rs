@@ -90,6 +90,17 @@ type Rollups = BTreeMap<(i64, String), (i64, i64, i64, i64, i64, Vec<i64>)>;
 /// boot_no -> [(conversation, turn, kept, alloc)], best first.
 type Tops = BTreeMap<i64, Vec<(String, String, i64, i64)>>;
 
+/// The test journal drained in batches of 10,000 lines into `dir/traces.db`, opened read-only,
+/// with its boots.
+fn drained_read_only(dir: &Path) -> (Connection, Vec<dispatch_collector::query::Boot>) {
+    let j = journal(dir);
+    let db = dir.join("traces.db");
+    drain(&j, &db, 10_000);
+    let conn = dispatch_collector::schema::open_read_only(&db).unwrap();
+    let boots = dispatch_collector::query::boots(&conn).unwrap();
+    (conn, boots)
+}
+
 fn rollups(db: &Path) -> (Rollups, Tops) {
     let conn = dispatch_collector::schema::open_read_only(db).unwrap();
     let mut st = conn
@@ -273,11 +284,7 @@ fn migration_3_backfills_a_schema_2_database() {
 #[test]
 fn open_turns_are_found_from_the_tail() {
     let dir = tempfile::tempdir().unwrap();
-    let j = journal(dir.path());
-    let db = dir.path().join("traces.db");
-    drain(&j, &db, 10_000);
-    let conn = dispatch_collector::schema::open_read_only(&db).unwrap();
-    let boots = dispatch_collector::query::boots(&conn).unwrap();
+    let (conn, boots) = drained_read_only(dir.path());
     for b in &boots {
         let rows =
             dispatch_collector::query::conversation_rollups(&conn, b.boot_no).unwrap().unwrap();
@@ -318,11 +325,7 @@ fn open_turns_are_found_from_the_tail() {
 fn turns_started_is_the_left_join_of_starts_and_ends() {
     use dispatch_collector::query::{TimeRange, Turn, turns_started};
     let dir = tempfile::tempdir().unwrap();
-    let j = journal(dir.path());
-    let db = dir.path().join("traces.db");
-    drain(&j, &db, 10_000);
-    let conn = dispatch_collector::schema::open_read_only(&db).unwrap();
-    let boots = dispatch_collector::query::boots(&conn).unwrap();
+    let (conn, boots) = drained_read_only(dir.path());
     let (a_first, b_last) = (boots[0].first_ts_ms.unwrap(), boots[1].last_ts_ms.unwrap());
     let mut st = conn
         .prepare(
