@@ -12,9 +12,10 @@
 //! [--raw-runs 3]`: the same samples with that many turns (uniform over that many
 //! conversations, 20 s to 3 min each, a few still open at the end) in place of the scenario's
 //! own, written straight into the drained database in one transaction; the attribution
-//! rollups are then built by the collector's own migration 3 backfill (the database is set
-//! back to schema 2 first, so the backfill is timed too). The database is cached in
-//! `<target>/bench-cache/` and reused by later runs. Timed: 7 runs of `dispatchctl --db DB
+//! rollups and the turn pairing are then built by the collector's own migrations 3 and 4 (the
+//! database is set back to schema 2 first, so both are timed too). The database is cached in
+//! `<target>/bench-cache/` and reused by later runs (a cache an older build wrote is migrated
+//! first, and that is timed). Timed: 7 runs of `dispatchctl --db DB
 //! mem --json` with the default window (the whole boot, plus the recent 6 h view), each under
 //! `/usr/bin/time` for its peak RSS; beside them, the same report on the old path (every turn
 //! of the window read and ranked: `analyze_boot_read` with the attribution rollups off, in a
@@ -141,6 +142,9 @@ fn write_turns(db: &Path, turns: u64, convs: u64) {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })
         .unwrap();
+    // Back to schema 3 first (turns unpaired, migration 1's indexes), so that the next
+    // collector open times migration 4's pairing over these rows too.
+    conn.execute_batch(dispatch_collector::schema::UNPAIR_TURNS_SQL).unwrap();
     let t = Instant::now();
     let tx = conn.transaction().unwrap();
     tx.execute_batch(
@@ -248,7 +252,10 @@ fn build_many_turns(days: f64, turns: u64, convs: u64, db: &Path) {
     drop(
         dispatch_collector::Collector::builder(&empty, &tmp).retention(None).open().expect("open"),
     );
-    println!("  migration 3 backfill in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "  migrations 3 and 4 (attribution backfill, turn pairing) in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     let conn = rusqlite::Connection::open(&tmp).unwrap();
     conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); VACUUM;").unwrap();
     drop(conn);
@@ -285,6 +292,25 @@ fn many_turns(days: f64, turns: u64, convs: u64) {
     let db = cache_dir().join(format!("mem-{}d-{turns}t-{convs}c.db", days as i64));
     if db.exists() {
         println!("reusing {}", db.display());
+        let v: i64 = rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        if v < dispatch_collector::schema::SCHEMA_VERSION {
+            // A cache an older build wrote: the collector's own migrations bring it up to date.
+            let empty = tempfile::tempdir().expect("temp dir");
+            let t = Instant::now();
+            drop(
+                dispatch_collector::Collector::builder(empty.path(), &db)
+                    .retention(None)
+                    .open()
+                    .expect("open"),
+            );
+            println!(
+                "  migrated the cached database from schema {v} in {:.1} s",
+                t.elapsed().as_secs_f64()
+            );
+        }
     } else {
         println!("building {} (once)", db.display());
         let t = Instant::now();

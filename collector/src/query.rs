@@ -512,7 +512,9 @@ fn turn_row(r: &Row<'_>) -> rusqlite::Result<Turn> {
     })
 }
 
-/// Every turn of a conversation, by start time.
+/// Every turn of a conversation, by start time. Reads every stored turn: ingest keeps no
+/// index by conversation (random ids made one cost a page write per turn; schema migration
+/// 4), so ranking uses the attribution rollups and this is for one conversation's detail.
 ///
 /// # Errors
 /// SQLite errors.
@@ -536,13 +538,21 @@ pub fn turns_for_conversation(
 /// SQLite errors.
 pub fn turns_started(conn: &Connection, range: TimeRange) -> Result<Vec<Turn>, QueryError> {
     let what = "turns in a range";
-    let sql = "SELECT s.conversation, s.turn, b.boot, s.ts_ms, e.ts_ms, e.outcome, e.duration_ms,
-                      e.alloc_bytes, e.freed_bytes, s.provider, s.model, e.error
-               FROM turn_starts s JOIN boots b ON b.boot_no = s.id >> 40
-               LEFT JOIN turn_ends e ON e.conversation = s.conversation AND e.turn = s.turn
-               WHERE s.id >= ?1 AND s.id < ?2 AND s.ts_ms >= ?3 AND s.ts_ms < ?4
-               ORDER BY s.id";
-    let mut stmt = conn.prepare_cached(sql).map_err(q(what))?;
+    // Paired by key since schema 4; an older database (read-only, not migrated yet) by ids.
+    let join = if crate::schema::turns_paired(conn).map_err(q(what))? {
+        "e.id = s.end_id"
+    } else {
+        "e.conversation = s.conversation AND e.turn = s.turn"
+    };
+    let sql = format!(
+        "SELECT s.conversation, s.turn, b.boot, s.ts_ms, e.ts_ms, e.outcome, e.duration_ms,
+                e.alloc_bytes, e.freed_bytes, s.provider, s.model, e.error
+         FROM turn_starts s JOIN boots b ON b.boot_no = s.id >> 40
+         LEFT JOIN turn_ends e ON {join}
+         WHERE s.id >= ?1 AND s.id < ?2 AND s.ts_ms >= ?3 AND s.ts_ms < ?4
+         ORDER BY s.id"
+    );
+    let mut stmt = conn.prepare_cached(&sql).map_err(q(what))?;
     let mut out = Vec::new();
     for (lo, hi) in key_ranges(conn, "turn_starts", range, None).map_err(q(what))? {
         let rows = stmt
@@ -692,16 +702,22 @@ pub fn first_open_turns(
         return Ok(out);
     }
     let (blo, bhi) = (boot_no << SEQ_BITS, (boot_no + 1) << SEQ_BITS);
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT coalesce(s.conversation, ''), s.ts_ms FROM turn_starts s
-             WHERE s.id >= ?1 AND s.id < ?2
-               AND NOT EXISTS (SELECT 1 FROM turn_ends e
-                               WHERE e.conversation IS s.conversation AND e.turn = s.turn
-                                 AND e.id >= ?3 AND e.id < ?2
-                                 AND coalesce(e.outcome, '') <> 'sealed')",
-        )
-        .map_err(q(what))?;
+    // Open: no end in this boot other than a seal. Since schema 4 a start's paired end is its
+    // first (a seal comes from the next boot, after any real end); before, any end by ids.
+    let sql = if crate::schema::turns_paired(conn).map_err(q(what))? {
+        "SELECT coalesce(s.conversation, ''), s.ts_ms FROM turn_starts s
+         LEFT JOIN turn_ends e ON e.id = s.end_id
+         WHERE s.id >= ?1 AND s.id < ?2
+           AND (e.id IS NULL OR e.id < ?3 OR e.id >= ?4 OR coalesce(e.outcome, '') = 'sealed')"
+    } else {
+        "SELECT coalesce(s.conversation, ''), s.ts_ms FROM turn_starts s
+         WHERE s.id >= ?1 AND s.id < ?2
+           AND NOT EXISTS (SELECT 1 FROM turn_ends e
+                           WHERE e.conversation IS s.conversation AND e.turn = s.turn
+                             AND e.id >= ?3 AND e.id < ?4
+                             AND coalesce(e.outcome, '') <> 'sealed')"
+    };
+    let mut stmt = conn.prepare_cached(sql).map_err(q(what))?;
     let mut tail = OPEN_TURN_TAIL_MS;
     let mut hi = bhi;
     let mut found: HashMap<String, i64> = HashMap::new();
@@ -712,7 +728,7 @@ pub fn first_open_turns(
         } else {
             first_key_at(conn, "turn_starts", blo, hi, from).map_err(q(what))?
         };
-        let mut rows = stmt.query(params![lo, hi, blo]).map_err(q(what))?;
+        let mut rows = stmt.query(params![lo, hi, blo, bhi]).map_err(q(what))?;
         while let Some(r) = rows.next().map_err(q(what))? {
             let c: String = r.get(0).map_err(q(what))?;
             let ts: i64 = r.get(1).map_err(q(what))?;

@@ -42,7 +42,7 @@ pub const DEFAULT_PAGE_SIZE_BYTES: u32 = 4096;
 
 /// Schema migrations; entry `i` moves `user_version` from `i` to `i + 1`. Never edit a shipped
 /// entry: add one.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
 
 /// The schema version this build migrates to.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -336,6 +336,99 @@ CREATE TABLE rollup_top_turns (
     alloc_bytes  INTEGER NOT NULL,
     PRIMARY KEY (boot_no, conversation, turn)
 ) STRICT, WITHOUT ROWID;
+"#;
+
+/// Turns paired at ingest, by row key (the schema version that has it: [`turns_paired`]).
+///
+/// Conversation and turn ids are random UUIDs, so the `(conversation, turn)` indexes of
+/// migration 1 took every turn row to a random leaf: each commit rewrote about one index page
+/// per turn row, the number of leaves grew with the database, and ingest slowed as it grew
+/// (76% of the WAL frames of a 1M-line busy drain; docs/BENCHMARKS.md, "Collector").
+///
+/// Now each `turn.end` is paired with its `turn.start` as the two are stored:
+/// `turn_starts.end_id` holds the key of the turn's first end (NULL while it is open), and
+/// `turn_ends.start_id` the key of its start (NULL for an end whose start is not stored).
+/// Ids pair by `conversation IS` and `turn =` (a turn without an id never pairs). Only rows
+/// still waiting for their partner are indexed (`turn_starts_open`, `turn_ends_unpaired`), so
+/// the indexes hold the turns in flight, not the month. The `turns` view joins by key.
+///
+/// The backfill pairs existing rows through the old indexes before they are dropped: a start
+/// takes its first end by key, an end the first start that took it.
+const MIGRATION_4: &str = r#"
+ALTER TABLE turn_starts ADD COLUMN end_id INTEGER;
+ALTER TABLE turn_ends ADD COLUMN start_id INTEGER;
+UPDATE turn_starts SET end_id = (
+    SELECT min(e.id) FROM turn_ends e
+    WHERE e.conversation IS turn_starts.conversation AND e.turn = turn_starts.turn)
+WHERE turn IS NOT NULL;
+UPDATE turn_ends SET start_id = (
+    SELECT min(s.id) FROM turn_starts s
+    WHERE s.conversation IS turn_ends.conversation AND s.turn = turn_ends.turn
+      AND s.end_id = turn_ends.id)
+WHERE turn IS NOT NULL;
+DROP INDEX turn_starts_by_conversation;
+DROP INDEX turn_ends_by_conversation;
+CREATE INDEX turn_starts_open ON turn_starts (conversation, turn) WHERE end_id IS NULL;
+CREATE INDEX turn_ends_unpaired ON turn_ends (conversation, turn) WHERE start_id IS NULL;
+DROP VIEW turns;
+-- One row per turn start, with its paired end; then the ends without a stored start (never
+-- drained, retention removed it, or a second end of a turn already ended).
+CREATE VIEW turns AS
+    SELECT s.conversation, s.turn, s.id >> 40 AS boot_no, s.ts_ms AS start_ts_ms,
+           e.ts_ms AS end_ts_ms, s.provider, s.model, e.outcome, e.duration_ms, e.steps,
+           e.tool_calls, e.output_bytes, e.tool_output_truncated, e.alloc_bytes,
+           e.freed_bytes, e.error
+    FROM turn_starts s
+    LEFT JOIN turn_ends e ON e.id = s.end_id
+    UNION ALL
+    SELECT e.conversation, e.turn, e.id >> 40, NULL, e.ts_ms, NULL, NULL, e.outcome,
+           e.duration_ms, e.steps, e.tool_calls, e.output_bytes, e.tool_output_truncated,
+           e.alloc_bytes, e.freed_bytes, e.error
+    FROM turn_ends e
+    WHERE e.start_id IS NULL
+       OR NOT EXISTS (SELECT 1 FROM turn_starts s WHERE s.id = e.start_id AND s.end_id = e.id);
+"#;
+
+/// The first schema version whose turns are paired by key (migration 4).
+pub const TURNS_PAIRED_SINCE: i64 = 4;
+
+/// Whether `conn`'s turns are paired by key ([`TURNS_PAIRED_SINCE`]); a read-only connection
+/// to a database an older collector wrote is not, and is read by `(conversation, turn)`.
+///
+/// # Errors
+/// SQLite errors reading `user_version`.
+pub fn turns_paired(conn: &Connection) -> rusqlite::Result<bool> {
+    let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    Ok(v >= TURNS_PAIRED_SINCE)
+}
+
+/// Undoes migration 4's pairing on a migrated database (back to schema 3, with migration 1's
+/// indexes and view), so tests and benchmarks can time and check the migration on data
+/// ingested by this build.
+#[doc(hidden)]
+pub const UNPAIR_TURNS_SQL: &str = r#"
+DROP VIEW turns;
+DROP INDEX turn_starts_open;
+DROP INDEX turn_ends_unpaired;
+ALTER TABLE turn_starts DROP COLUMN end_id;
+ALTER TABLE turn_ends DROP COLUMN start_id;
+CREATE INDEX turn_starts_by_conversation ON turn_starts (conversation, turn);
+CREATE INDEX turn_ends_by_conversation ON turn_ends (conversation, turn);
+CREATE VIEW turns AS
+    SELECT s.conversation, s.turn, s.id >> 40 AS boot_no, s.ts_ms AS start_ts_ms,
+           e.ts_ms AS end_ts_ms, s.provider, s.model, e.outcome, e.duration_ms, e.steps,
+           e.tool_calls, e.output_bytes, e.tool_output_truncated, e.alloc_bytes,
+           e.freed_bytes, e.error
+    FROM turn_starts s
+    LEFT JOIN turn_ends e ON e.conversation = s.conversation AND e.turn = s.turn
+    UNION ALL
+    SELECT e.conversation, e.turn, e.id >> 40, NULL, e.ts_ms, NULL, NULL, e.outcome,
+           e.duration_ms, e.steps, e.tool_calls, e.output_bytes, e.tool_output_truncated,
+           e.alloc_bytes, e.freed_bytes, e.error
+    FROM turn_ends e
+    WHERE NOT EXISTS (SELECT 1 FROM turn_starts s
+                      WHERE s.conversation = e.conversation AND s.turn = e.turn);
+PRAGMA user_version = 3;
 "#;
 
 /// Migration 3's backfill: `rollup_conversation` and `rollup_top_turns` from the raw

@@ -528,6 +528,9 @@ pub(crate) fn commit(
             continue;
         }
         let inserted = insert_rows(&tx, t, rows)?;
+        if t == T_TURN_STARTS || t == T_TURN_ENDS {
+            pair_turns(&tx, t, rows)?;
+        }
         // Keys were filtered above, so every row lands; a shortfall means a key repeated in
         // a way the filter could not see, and is counted rather than hidden.
         done.duplicates += rows.len() as u64 - inserted;
@@ -760,6 +763,49 @@ pub(crate) fn commit(
     }
     tx.commit()?;
     Ok(done)
+}
+
+/// Pairs the turn rows of table `t` just inserted with their partners (schema migration 4):
+/// a start with the earliest stored end still without a start, an end with the earliest start
+/// still open, by `conversation IS` and `turn =`. Both rows get the other's key, which takes
+/// them out of the partial indexes of rows waiting for a partner. Starts are inserted (and
+/// paired) before the ends of the same batch, so a turn that starts and ends in one batch
+/// pairs too.
+fn pair_turns(tx: &Transaction<'_>, t: usize, rows: &[KeyedRow]) -> rusqlite::Result<()> {
+    let (find, set_own, set_partner) = if t == T_TURN_STARTS {
+        (
+            "SELECT id FROM turn_ends WHERE start_id IS NULL AND conversation IS ?1 AND turn = ?2
+             ORDER BY id LIMIT 1",
+            "UPDATE turn_starts SET end_id = ?2 WHERE id = ?1",
+            "UPDATE turn_ends SET start_id = ?1 WHERE id = ?2",
+        )
+    } else {
+        (
+            "SELECT id FROM turn_starts WHERE end_id IS NULL AND conversation IS ?1 AND turn = ?2
+             ORDER BY id LIMIT 1",
+            "UPDATE turn_ends SET start_id = ?2 WHERE id = ?1",
+            "UPDATE turn_starts SET end_id = ?1 WHERE id = ?2",
+        )
+    };
+    let mut find = tx.prepare_cached(find)?;
+    for r in rows {
+        let RowVals::Other(v) = &r.vals else { continue };
+        let (Some(conversation), Some(Value::Text(turn))) =
+            (v.get(TURN_CONVERSATION), v.get(TURN_ID))
+        else {
+            continue;
+        };
+        let partner: Option<i64> = match find.query_row(params![conversation, turn], |q| q.get(0)) {
+            Ok(id) => Some(id),
+            Err(rusqlite::Error::QueryReturnedNoRows) => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(p) = partner {
+            tx.prepare_cached(set_own)?.execute(params![r.id, p])?;
+            tx.prepare_cached(set_partner)?.execute(params![r.id, p])?;
+        }
+    }
+    Ok(())
 }
 
 /// Removes from `batch` every row whose key is already stored (in any keyed table) or repeats

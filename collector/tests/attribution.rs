@@ -1,7 +1,8 @@
 //! The attribution rollups (`rollup_conversation`, `rollup_top_turns`, schema 3) against a real
 //! drained database: they equal aggregates computed straight from the raw turn rows, however
 //! the journal is cut into batches; a replayed journal adds nothing to them (exactly once);
-//! and migration 3 backfills them, row for row, in a database that predates them.
+//! and migration 3 backfills them, row for row, in a database that predates them. Turn starts
+//! and ends are paired by key at ingest and by migration 4 alike.
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
@@ -261,6 +262,7 @@ fn migration_3_backfills_a_schema_2_database() {
     let built = rollups(&db);
     {
         let conn = Connection::open(&db).unwrap();
+        unpair_turns(&conn);
         conn.execute_batch(
             "DROP TABLE rollup_conversation; DROP TABLE rollup_top_turns; PRAGMA user_version = 2;",
         )
@@ -332,7 +334,7 @@ fn turns_started_is_the_left_join_of_starts_and_ends() {
             "SELECT s.conversation, s.turn, b.boot, s.ts_ms, e.ts_ms, e.outcome, e.duration_ms,
                     e.alloc_bytes, e.freed_bytes, s.provider, s.model, e.error
              FROM turn_starts s JOIN boots b ON b.boot_no = s.id >> 40
-             LEFT JOIN turn_ends e ON e.conversation = s.conversation AND e.turn = s.turn
+             LEFT JOIN turn_ends e ON e.conversation IS s.conversation AND e.turn = s.turn
              WHERE s.ts_ms >= ?1 AND s.ts_ms < ?2 ORDER BY s.id, e.id",
         )
         .unwrap();
@@ -409,4 +411,167 @@ fn huge_figures_saturate_and_ingest_goes_on() {
     let (rows, _) = rollups(&db);
     let r = &rows[&(1, "conv-huge".to_string())];
     assert_eq!((r.0, r.1, r.2, r.3, r.4), (3, 3, i64::MAX, i64::MAX, i64::MAX));
+}
+
+/// A row of the `turns` view: conversation, turn, start and end times.
+type ViewRow = (Option<String>, Option<String>, Option<i64>, Option<i64>);
+
+fn turns_view(conn: &Connection) -> Vec<ViewRow> {
+    let mut st = conn
+        .prepare("SELECT conversation, turn, start_ts_ms, end_ts_ms FROM turns ORDER BY 1, 2, 3, 4")
+        .unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// Takes a database this build wrote back to schema 3: turns unpaired, migration 1's indexes.
+fn unpair_turns(conn: &Connection) {
+    conn.execute_batch(dispatch_collector::schema::UNPAIR_TURNS_SQL).unwrap();
+}
+
+/// (start key, its `end_id`) for every start and (end key, its `start_id`) for every end, in
+/// key order.
+type Pairs = (Vec<(i64, Option<i64>)>, Vec<(i64, Option<i64>)>);
+
+fn pairs(db: &Path) -> Pairs {
+    let conn = Connection::open(db).unwrap();
+    let read = |sql: &str| -> Vec<(i64, Option<i64>)> {
+        let mut st = conn.prepare(sql).unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+    };
+    (
+        read("SELECT id, end_id FROM turn_starts ORDER BY id"),
+        read("SELECT id, start_id FROM turn_ends ORDER BY id"),
+    )
+}
+
+/// The pairing computed from the raw ids, without SQL: a start takes the first end (by key)
+/// of its `(conversation, turn)`, an end the first start that took it; no turn id, no pair.
+fn pairs_from_ids(db: &Path) -> Pairs {
+    use std::collections::HashMap;
+    let conn = Connection::open(db).unwrap();
+    type Row = (i64, Option<String>, Option<String>);
+    let read = |sql: &str| -> Vec<Row> {
+        let mut st = conn.prepare(sql).unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let starts = read("SELECT id, conversation, turn FROM turn_starts ORDER BY id");
+    let ends = read("SELECT id, conversation, turn FROM turn_ends ORDER BY id");
+    let mut first_end: HashMap<(Option<String>, String), i64> = HashMap::new();
+    for (id, c, t) in &ends {
+        if let Some(t) = t {
+            first_end.entry((c.clone(), t.clone())).or_insert(*id);
+        }
+    }
+    let s: Vec<(i64, Option<i64>)> = starts
+        .iter()
+        .map(|(id, c, t)| {
+            (*id, t.as_ref().and_then(|t| first_end.get(&(c.clone(), t.clone())).copied()))
+        })
+        .collect();
+    let mut taken: HashMap<i64, i64> = HashMap::new();
+    for (sid, e) in &s {
+        if let Some(e) = e {
+            taken.entry(*e).or_insert(*sid);
+        }
+    }
+    let e = ends.iter().map(|(id, _, _)| (*id, taken.get(id).copied())).collect();
+    (s, e)
+}
+
+/// Ingest pairs every turn's start with its end (whatever the batches, across boots for a
+/// seal, and when the end is stored before its start); migration 4 pairs the same rows in a
+/// database that predates it; and a read-only connection to a not yet migrated database
+/// still joins turns by id.
+#[test]
+fn turns_are_paired_at_ingest_and_by_migration_4() {
+    use dispatch_collector::query::{TimeRange, turns_started};
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path());
+    let mut first: Option<Pairs> = None;
+    for batch_lines in [1_000_000, 97] {
+        let db = dir.path().join(format!("pairs-{batch_lines}.db"));
+        drain(&j, &db, batch_lines);
+        let got = pairs(&db);
+        assert_eq!(got, pairs_from_ids(&db), "batches of {batch_lines} lines");
+        let open = got.0.iter().filter(|(_, e)| e.is_none()).count();
+        assert!(open > 0 && open < got.0.len() / 10, "{open} of {} starts open", got.0.len());
+        assert!(got.1.iter().all(|(_, s)| s.is_some()), "every end has its start");
+        if let Some(f) = &first {
+            assert_eq!(&got, f, "batches of {batch_lines} lines");
+        }
+        first = Some(got);
+    }
+
+    // A boot whose later segment (with the end) is drained before the earlier one (with the
+    // start): the start finds the stored end.
+    let k = dir.path().join("reordered");
+    std::fs::create_dir_all(&k).unwrap();
+    let mut g = synth::Gen::new(77);
+    let head = g.header(1);
+    let start = g.line(&Record::TurnStart(TurnStart {
+        conversation: Some("conv-late".into()),
+        turn: Some("turn-late".into()),
+        ..Default::default()
+    }));
+    let second = g.header(2);
+    let end = g.line(&Record::TurnEnd(TurnEnd {
+        conversation: Some("conv-late".into()),
+        turn: Some("turn-late".into()),
+        outcome: Some("ok".into()),
+        ..Default::default()
+    }));
+    let seg = |n: u64| k.join(dispatch_journal::SegmentName::new("dispatch", n).file_name());
+    std::fs::write(seg(2), [second, end].concat()).unwrap();
+    let db = dir.path().join("reordered.db");
+    drain(&k, &db, 10);
+    assert_eq!(pairs(&db).1.len(), 1, "the end is stored");
+    assert_eq!(pairs(&db).1[0].1, None, "and waits for its start");
+    std::fs::write(seg(1), [head, start].concat()).unwrap();
+    drain(&k, &db, 10);
+    let got = pairs(&db);
+    assert_eq!(got.0.len(), 1, "{got:?}");
+    assert_eq!(got.0[0].1, Some(got.1[0].0), "{got:?}");
+    assert_eq!(got.1[0].1, Some(got.0[0].0), "{got:?}");
+
+    // Migration 4 over a database this build wrote, taken back to schema 3.
+    let db = dir.path().join("pairs-1000000.db");
+    let want = pairs(&db);
+    let conn = Connection::open(&db).unwrap();
+    let paired_view = turns_view(&conn);
+    let ro = dispatch_collector::schema::open_read_only(&db).unwrap();
+    let paired = turns_started(&ro, TimeRange::ALL).unwrap();
+    drop(ro);
+    unpair_turns(&conn);
+    drop(conn);
+    // Before a collector migrates it, this build reads it by ids (`=`: turns without a
+    // conversation are not joined there, as before).
+    let ro = dispatch_collector::schema::open_read_only(&db).unwrap();
+    assert!(!dispatch_collector::schema::turns_paired(&ro).unwrap());
+    let by_ids = turns_started(&ro, TimeRange::ALL).unwrap();
+    drop(ro);
+    let with_conversation = |v: &[dispatch_collector::query::Turn]| {
+        v.iter().filter(|t| t.conversation.is_some()).cloned().collect::<Vec<_>>()
+    };
+    assert_eq!(with_conversation(&by_ids), with_conversation(&paired));
+    assert!(paired.iter().any(|t| t.conversation.is_none() && t.end_ts_ms.is_some()));
+    Collector::builder(&j, &db).retention(None).open().unwrap();
+    assert_eq!(pairs(&db), want, "migration 4 pairs as ingest does");
+    let conn = Connection::open(&db).unwrap();
+    let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, dispatch_collector::schema::SCHEMA_VERSION);
+    let view = turns_view(&conn);
+    assert_eq!(view, paired_view, "the turns view after the migration");
+    let indexes: Vec<String> = {
+        let mut st = conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name LIKE 'turn_%' ORDER BY 1")
+            .unwrap();
+        st.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    assert_eq!(indexes, ["turn_ends_unpaired", "turn_starts_open"]);
 }

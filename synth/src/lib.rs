@@ -51,7 +51,11 @@ impl Rng {
 
 /// A boot id in UUID v4 form, derived from `n` (the same `n`, the same id).
 pub fn boot_id(n: u64) -> String {
-    let mut r = Rng(n ^ 0xb007);
+    uuid_v4(&mut Rng(n ^ 0xb007))
+}
+
+/// The next id in UUID v4 form from `r` (version and variant bits set, the rest random).
+pub fn uuid_v4(r: &mut Rng) -> String {
     let (a, b) = (r.next_u64(), r.next_u64());
     let a = (a & 0xffff_ffff_ffff_0fff) | 0x4000;
     let b = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;

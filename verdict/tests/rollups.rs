@@ -161,6 +161,7 @@ fn the_migration_backfills_the_load_rollup_from_raw_samples() {
     assert!(built.len() > 72, "a row per hour and level: {}", built.len());
     {
         let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch(dispatch_collector::schema::UNPAIR_TURNS_SQL).unwrap();
         conn.execute_batch(
             "DROP TABLE rollup_hourly_load; DROP TABLE rollup_conversation; \
              DROP TABLE rollup_top_turns; PRAGMA user_version = 1;",
