@@ -518,6 +518,7 @@ pub(crate) fn commit(
     let mut boots: HashMap<i64, BootStats> = HashMap::new();
     let mut convs: HashMap<(i64, &str), ConvAgg> = HashMap::new();
     let mut tops: HashMap<i64, Vec<TopTurn<&str>>> = HashMap::new();
+    let mut start_ids: Vec<Option<i64>> = Vec::new();
     for &(key, ts) in &batch.header_lines {
         let (boot_no, seq) = split_key(key);
         boots.entry(boot_no).or_default().add(seq as i64, ts);
@@ -527,9 +528,15 @@ pub(crate) fn commit(
         if rows.is_empty() {
             continue;
         }
-        let inserted = insert_rows(&tx, t, rows)?;
-        if t == T_TURN_STARTS || t == T_TURN_ENDS {
-            pair_turns(&tx, t, rows)?;
+        // Ends are paired before they are stored (their `start_id` is bound at insert), starts
+        // after (with the stored ends still waiting for them).
+        if t == T_TURN_ENDS {
+            pair_ends(&tx, rows, &mut start_ids)?;
+        }
+        let inserted =
+            insert_rows(&tx, t, rows, (t == T_TURN_ENDS).then_some(start_ids.as_slice()))?;
+        if t == T_TURN_STARTS {
+            pair_starts(&tx, rows)?;
         }
         // Keys were filtered above, so every row lands; a shortfall means a key repeated in
         // a way the filter could not see, and is counted rather than hidden.
@@ -765,45 +772,98 @@ pub(crate) fn commit(
     Ok(done)
 }
 
-/// Pairs the turn rows of table `t` just inserted with their partners (schema migration 4):
-/// a start with the earliest stored end still without a start, an end with the earliest start
-/// still open, by `conversation IS` and `turn =`. Both rows get the other's key, which takes
-/// them out of the partial indexes of rows waiting for a partner. Starts are inserted (and
-/// paired) before the ends of the same batch, so a turn that starts and ends in one batch
-/// pairs too.
-fn pair_turns(tx: &Transaction<'_>, t: usize, rows: &[KeyedRow]) -> rusqlite::Result<()> {
-    let (find, set_own, set_partner) = if t == T_TURN_STARTS {
-        (
-            "SELECT id FROM turn_ends WHERE start_id IS NULL AND conversation IS ?1 AND turn = ?2
-             ORDER BY id LIMIT 1",
-            "UPDATE turn_starts SET end_id = ?2 WHERE id = ?1",
-            "UPDATE turn_ends SET start_id = ?1 WHERE id = ?2",
-        )
-    } else {
-        (
-            "SELECT id FROM turn_starts WHERE end_id IS NULL AND conversation IS ?1 AND turn = ?2
-             ORDER BY id LIMIT 1",
-            "UPDATE turn_ends SET start_id = ?2 WHERE id = ?1",
-            "UPDATE turn_starts SET end_id = ?1 WHERE id = ?2",
-        )
+/// A turn row's `(conversation, turn)` as bound for pairing; `None` without a turn id (such a
+/// turn never pairs).
+fn turn_ids(r: &KeyedRow) -> Option<(&Value, &str)> {
+    let RowVals::Other(v) = &r.vals else { return None };
+    match (v.get(TURN_CONVERSATION), v.get(TURN_ID)) {
+        (Some(c), Some(Value::Text(t))) => Some((c, t.as_str())),
+        _ => None,
+    }
+}
+
+/// The most unpaired ends [`pair_starts`] reads into memory; with more, each start looks its
+/// end up in the index instead.
+const UNPAIRED_ENDS_IN_MEMORY: i64 = 4096;
+
+/// Pairs the `turn.start` rows just inserted with stored ends still waiting for their start
+/// (schema migration 4): each takes the earliest by key with its `conversation IS` and
+/// `turn =`. Such ends are rare (an end drained before its start), so the few there are read
+/// once per batch and most starts need no lookup at all.
+fn pair_starts(tx: &Transaction<'_>, rows: &[KeyedRow]) -> rusqlite::Result<()> {
+    let waiting: HashSet<(Option<String>, String)> = {
+        let mut st = tx.prepare_cached(
+            "SELECT conversation, turn FROM turn_ends WHERE start_id IS NULL AND turn IS NOT NULL
+             LIMIT ?1",
+        )?;
+        let rows = st.query_map([UNPAIRED_ENDS_IN_MEMORY + 1], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
     };
-    let mut find = tx.prepare_cached(find)?;
+    let all_in_memory = (waiting.len() as i64) <= UNPAIRED_ENDS_IN_MEMORY;
+    if all_in_memory && waiting.is_empty() {
+        return Ok(());
+    }
+    let mut find = tx.prepare_cached(
+        "SELECT id FROM turn_ends WHERE start_id IS NULL AND conversation IS ?1 AND turn = ?2
+         ORDER BY id LIMIT 1",
+    )?;
     for r in rows {
-        let RowVals::Other(v) = &r.vals else { continue };
-        let (Some(conversation), Some(Value::Text(turn))) =
-            (v.get(TURN_CONVERSATION), v.get(TURN_ID))
-        else {
-            continue;
-        };
-        let partner: Option<i64> = match find.query_row(params![conversation, turn], |q| q.get(0)) {
+        let Some((conversation, turn)) = turn_ids(r) else { continue };
+        if all_in_memory {
+            let c = match conversation {
+                Value::Text(c) => Some(c.clone()),
+                _ => None,
+            };
+            if !waiting.contains(&(c, turn.to_owned())) {
+                continue;
+            }
+        }
+        let end: Option<i64> = match find.query_row(params![conversation, turn], |q| q.get(0)) {
             Ok(id) => Some(id),
             Err(rusqlite::Error::QueryReturnedNoRows) => None,
             Err(e) => return Err(e),
         };
-        if let Some(p) = partner {
-            tx.prepare_cached(set_own)?.execute(params![r.id, p])?;
-            tx.prepare_cached(set_partner)?.execute(params![r.id, p])?;
+        if let Some(e) = end {
+            tx.prepare_cached("UPDATE turn_starts SET end_id = ?2 WHERE id = ?1")?
+                .execute(params![r.id, e])?;
+            tx.prepare_cached("UPDATE turn_ends SET start_id = ?1 WHERE id = ?2")?
+                .execute(params![r.id, e])?;
         }
+    }
+    Ok(())
+}
+
+/// Pairs the `turn.end` rows about to be inserted with their starts (schema migration 4):
+/// each takes the earliest stored start still open with its `conversation IS` and `turn =`,
+/// whose `end_id` is set here; `start_ids` gets each end's start, bound when the end is
+/// inserted. The batch's starts are already stored, so a turn that starts and ends in one
+/// batch pairs too, and a second end of one turn finds its start taken.
+fn pair_ends(
+    tx: &Transaction<'_>,
+    rows: &[KeyedRow],
+    start_ids: &mut Vec<Option<i64>>,
+) -> rusqlite::Result<()> {
+    start_ids.clear();
+    let mut find = tx.prepare_cached(
+        "SELECT id FROM turn_starts WHERE end_id IS NULL AND conversation IS ?1 AND turn = ?2
+         ORDER BY id LIMIT 1",
+    )?;
+    for r in rows {
+        let start = match turn_ids(r) {
+            None => None,
+            Some((conversation, turn)) => {
+                match find.query_row(params![conversation, turn], |q| q.get(0)) {
+                    Ok(id) => Some(id),
+                    Err(rusqlite::Error::QueryReturnedNoRows) => None,
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        if let Some(s) = start {
+            tx.prepare_cached("UPDATE turn_starts SET end_id = ?2 WHERE id = ?1")?
+                .execute(params![s, r.id])?;
+        }
+        start_ids.push(start);
     }
     Ok(())
 }
@@ -859,15 +919,20 @@ fn drop_stored_keys(tx: &Transaction<'_>, batch: &mut Batch) -> rusqlite::Result
     Ok(removed)
 }
 
-fn insert_sql(t: usize, n: usize) -> String {
+/// `INSERT OR IGNORE` of `n` rows of table `t`; `paired`: each row ends with the key of its
+/// partner (`start_id`, for `turn_ends`).
+fn insert_sql(t: usize, n: usize, paired: bool) -> String {
     let cols = COLUMNS[t];
     let mut sql = format!("INSERT OR IGNORE INTO {} (id, ts_ms", KEYED_TABLES[t].0);
     for c in cols {
         sql.push_str(", ");
         sql.push_str(c);
     }
+    if paired {
+        sql.push_str(", start_id");
+    }
     sql.push_str(") VALUES ");
-    let one = format!("(?{})", ", ?".repeat(cols.len() + 1));
+    let one = format!("(?{})", ", ?".repeat(cols.len() + 1 + usize::from(paired)));
     for i in 0..n {
         if i > 0 {
             sql.push(',');
@@ -878,34 +943,44 @@ fn insert_sql(t: usize, n: usize) -> String {
 }
 
 thread_local! {
-    static SQL_CACHE: std::cell::RefCell<HashMap<(usize, usize), std::rc::Rc<str>>> =
+    static SQL_CACHE: std::cell::RefCell<HashMap<(usize, usize, bool), std::rc::Rc<str>>> =
         std::cell::RefCell::new(HashMap::new());
 }
 
-fn cached_sql(t: usize, n: usize) -> std::rc::Rc<str> {
-    SQL_CACHE
-        .with(|c| c.borrow_mut().entry((t, n)).or_insert_with(|| insert_sql(t, n).into()).clone())
+fn cached_sql(t: usize, n: usize, paired: bool) -> std::rc::Rc<str> {
+    SQL_CACHE.with(|c| {
+        c.borrow_mut()
+            .entry((t, n, paired))
+            .or_insert_with(|| insert_sql(t, n, paired).into())
+            .clone()
+    })
 }
 
 /// Inserts rows of table `t` with multi-row `INSERT OR IGNORE`s; returns rows inserted.
-fn insert_rows(tx: &Transaction<'_>, t: usize, rows: &[KeyedRow]) -> rusqlite::Result<u64> {
+/// `partners`: one per row, the partner key bound last (see [`insert_sql`]).
+fn insert_rows(
+    tx: &Transaction<'_>,
+    t: usize,
+    rows: &[KeyedRow],
+    partners: Option<&[Option<i64>]>,
+) -> rusqlite::Result<u64> {
     let mut inserted = 0u64;
     let full = rows.len() / ROWS_PER_INSERT * ROWS_PER_INSERT;
     let (head, rest) = rows.split_at(full);
-    for (part, n) in [(head, ROWS_PER_INSERT), (rest, rest.len())] {
+    for (part, n, first) in [(head, ROWS_PER_INSERT, 0), (rest, rest.len(), full)] {
         if part.is_empty() {
             continue;
         }
         // One statement per chunk size, prepared once per batch and stepped per chunk.
-        let sql = cached_sql(t, n);
+        let sql = cached_sql(t, n, partners.is_some());
         let mut stmt = tx.prepare_cached(&sql)?;
         // Bindings persist across executions: a NULL bound for the previous row need not be
         // bound again (most sample figures are NULL or not in long runs). Bit j of
         // `null_bound` says parameter j holds NULL; nothing is known at first.
         let mut null_bound: u64 = 0;
-        for chunk in part.chunks(n) {
+        for (k, chunk) in part.chunks(n).enumerate() {
             let mut i = 1usize;
-            for r in chunk {
+            for (j, r) in chunk.iter().enumerate() {
                 stmt.raw_bind_parameter(i, r.id)?;
                 stmt.raw_bind_parameter(i + 1, r.ts_ms)?;
                 i += 2;
@@ -937,6 +1012,10 @@ fn insert_rows(tx: &Transaction<'_>, t: usize, rows: &[KeyedRow]) -> rusqlite::R
                         }
                     }
                 }
+                if let Some(p) = partners {
+                    stmt.raw_bind_parameter(i, p.get(first + k * n + j).copied().flatten())?;
+                    i += 1;
+                }
             }
             inserted += stmt.raw_execute()? as u64;
         }
@@ -950,8 +1029,11 @@ mod tests {
 
     #[test]
     fn insert_sql_has_one_placeholder_per_column() {
-        let sql = insert_sql(T_SAMPLES, 2);
+        let sql = insert_sql(T_SAMPLES, 2, false);
         assert_eq!(sql.matches('?').count(), 2 * (COLUMNS[T_SAMPLES].len() + 2));
         assert!(sql.starts_with("INSERT OR IGNORE INTO samples (id, ts_ms, rss"));
+        let sql = insert_sql(T_TURN_ENDS, 1, true);
+        assert_eq!(sql.matches('?').count(), COLUMNS[T_TURN_ENDS].len() + 3);
+        assert!(sql.contains(", start_id) VALUES"), "{sql}");
     }
 }
