@@ -47,7 +47,34 @@ const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4
 /// The schema version this build migrates to.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-const MIGRATION_1: &str = r#"
+/// Migration 1's `turns` view (joined by `(conversation, turn)`), which
+/// [`UNPAIR_TURNS_SQL`] puts back.
+macro_rules! turns_view_by_ids {
+    () => {
+        r#"-- One row per turn: its start joined with its end by (conversation, turn id). A turn sealed
+-- by the next boot has its end under that boot. Ends without a start (the start was never
+-- drained, or retention removed it) are listed with a NULL start.
+CREATE VIEW turns AS
+    SELECT s.conversation, s.turn, s.id >> 40 AS boot_no, s.ts_ms AS start_ts_ms,
+           e.ts_ms AS end_ts_ms, s.provider, s.model, e.outcome, e.duration_ms, e.steps,
+           e.tool_calls, e.output_bytes, e.tool_output_truncated, e.alloc_bytes,
+           e.freed_bytes, e.error
+    FROM turn_starts s
+    LEFT JOIN turn_ends e ON e.conversation = s.conversation AND e.turn = s.turn
+    UNION ALL
+    SELECT e.conversation, e.turn, e.id >> 40, NULL, e.ts_ms, NULL, NULL, e.outcome,
+           e.duration_ms, e.steps, e.tool_calls, e.output_bytes, e.tool_output_truncated,
+           e.alloc_bytes, e.freed_bytes, e.error
+    FROM turn_ends e
+    WHERE NOT EXISTS (SELECT 1 FROM turn_starts s
+                      WHERE s.conversation = e.conversation AND s.turn = e.turn);
+
+"#
+    };
+}
+
+const MIGRATION_1: &str = concat!(
+    r#"
 CREATE TABLE boots (
     boot_no       INTEGER PRIMARY KEY,
     boot          TEXT NOT NULL UNIQUE,
@@ -156,25 +183,9 @@ CREATE TABLE turn_ends (
 ) STRICT;
 CREATE INDEX turn_ends_by_conversation ON turn_ends (conversation, turn);
 
--- One row per turn: its start joined with its end by (conversation, turn id). A turn sealed
--- by the next boot has its end under that boot. Ends without a start (the start was never
--- drained, or retention removed it) are listed with a NULL start.
-CREATE VIEW turns AS
-    SELECT s.conversation, s.turn, s.id >> 40 AS boot_no, s.ts_ms AS start_ts_ms,
-           e.ts_ms AS end_ts_ms, s.provider, s.model, e.outcome, e.duration_ms, e.steps,
-           e.tool_calls, e.output_bytes, e.tool_output_truncated, e.alloc_bytes,
-           e.freed_bytes, e.error
-    FROM turn_starts s
-    LEFT JOIN turn_ends e ON e.conversation = s.conversation AND e.turn = s.turn
-    UNION ALL
-    SELECT e.conversation, e.turn, e.id >> 40, NULL, e.ts_ms, NULL, NULL, e.outcome,
-           e.duration_ms, e.steps, e.tool_calls, e.output_bytes, e.tool_output_truncated,
-           e.alloc_bytes, e.freed_bytes, e.error
-    FROM turn_ends e
-    WHERE NOT EXISTS (SELECT 1 FROM turn_starts s
-                      WHERE s.conversation = e.conversation AND s.turn = e.turn);
-
-CREATE TABLE crashes (
+"#,
+    turns_view_by_ids!(),
+    r#"CREATE TABLE crashes (
     id                   INTEGER PRIMARY KEY,
     ts_ms                INTEGER NOT NULL,
     signal               TEXT,
@@ -273,7 +284,8 @@ CREATE TABLE rollup_hourly (
     PRIMARY KEY (boot_no, hour_ms)
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX rollup_hourly_by_hour ON rollup_hourly (hour_ms);
-"#;
+"#
+);
 
 /// Load-aware hourly rollups: per boot, hour and `turns_in_flight` level, the lowest and
 /// highest memory sampled at that level. A floor at comparable load (usually idle) survives
@@ -406,7 +418,8 @@ pub fn turns_paired(conn: &Connection) -> rusqlite::Result<bool> {
 /// indexes and view), so tests and benchmarks can time and check the migration on data
 /// ingested by this build.
 #[doc(hidden)]
-pub const UNPAIR_TURNS_SQL: &str = r#"
+pub const UNPAIR_TURNS_SQL: &str = concat!(
+    r#"
 DROP VIEW turns;
 DROP INDEX turn_starts_open;
 DROP INDEX turn_ends_unpaired;
@@ -414,22 +427,10 @@ ALTER TABLE turn_starts DROP COLUMN end_id;
 ALTER TABLE turn_ends DROP COLUMN start_id;
 CREATE INDEX turn_starts_by_conversation ON turn_starts (conversation, turn);
 CREATE INDEX turn_ends_by_conversation ON turn_ends (conversation, turn);
-CREATE VIEW turns AS
-    SELECT s.conversation, s.turn, s.id >> 40 AS boot_no, s.ts_ms AS start_ts_ms,
-           e.ts_ms AS end_ts_ms, s.provider, s.model, e.outcome, e.duration_ms, e.steps,
-           e.tool_calls, e.output_bytes, e.tool_output_truncated, e.alloc_bytes,
-           e.freed_bytes, e.error
-    FROM turn_starts s
-    LEFT JOIN turn_ends e ON e.conversation = s.conversation AND e.turn = s.turn
-    UNION ALL
-    SELECT e.conversation, e.turn, e.id >> 40, NULL, e.ts_ms, NULL, NULL, e.outcome,
-           e.duration_ms, e.steps, e.tool_calls, e.output_bytes, e.tool_output_truncated,
-           e.alloc_bytes, e.freed_bytes, e.error
-    FROM turn_ends e
-    WHERE NOT EXISTS (SELECT 1 FROM turn_starts s
-                      WHERE s.conversation = e.conversation AND s.turn = e.turn);
-PRAGMA user_version = 3;
-"#;
+"#,
+    turns_view_by_ids!(),
+    "PRAGMA user_version = 3;\n"
+);
 
 /// Migration 3's backfill: `rollup_conversation` and `rollup_top_turns` from the raw
 /// `turn_starts` and `turn_ends` rows, one boot at a time (memory: one boot's conversations),
