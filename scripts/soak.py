@@ -322,6 +322,15 @@ class Soak:
                                   "FROM rollup_conversation").fetchone()
         raw_turns = db.execute("SELECT (SELECT count(*) FROM turn_starts), (SELECT count(*) "
                                "FROM turn_ends WHERE coalesce(outcome, '') <> 'sealed')").fetchone()
+        # Turns are paired by key at ingest (schema 4): no end may wait for a start that is
+        # stored and still open, and every pair points both ways.
+        unpaired = db.execute(
+            "SELECT count(*) FROM turn_ends e WHERE e.start_id IS NULL AND e.turn IS NOT NULL "
+            "AND EXISTS (SELECT 1 FROM turn_starts s WHERE s.end_id IS NULL "
+            "AND s.conversation IS e.conversation AND s.turn = e.turn)").fetchone()[0]
+        one_way = db.execute(
+            "SELECT count(*) FROM turn_starts s JOIN turn_ends e ON e.id = s.end_id "
+            "WHERE e.start_id IS NOT s.id").fetchone()[0]
         db.close()
 
         missing = extra = duplicated = 0
@@ -355,6 +364,9 @@ class Soak:
         if tuple(rollup_turns) != tuple(raw_turns):
             self.fail(f"rollup_conversation counts {tuple(rollup_turns)} turn starts and ends, the "
                       f"raw tables hold {tuple(raw_turns)}")
+        if unpaired or one_way:
+            self.fail(f"turn pairing: {unpaired} ends wait for a stored open start, {one_way} "
+                      f"starts point at an end that does not point back")
         if rollup_samples != sample_rows:
             self.fail(f"rollup_hourly counts {rollup_samples} samples, the samples table holds {sample_rows}")
         for boot, per in lines.items():
