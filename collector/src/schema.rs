@@ -49,27 +49,47 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Migration 1's `turns` view (joined by `(conversation, turn)`), which
 /// [`UNPAIR_TURNS_SQL`] puts back.
+/// The `turns` view's columns from a start `s` and its end `e` (both versions of the view).
+macro_rules! turns_view_start_columns {
+    () => {
+        r#"    SELECT s.conversation, s.turn, s.id >> 40 AS boot_no, s.ts_ms AS start_ts_ms,
+           e.ts_ms AS end_ts_ms, s.provider, s.model, e.outcome, e.duration_ms, e.steps,
+           e.tool_calls, e.output_bytes, e.tool_output_truncated, e.alloc_bytes,
+           e.freed_bytes, e.error
+"#
+    };
+}
+
+/// The `turns` view's columns from an end `e` without a start (both versions of the view).
+macro_rules! turns_view_end_columns {
+    () => {
+        r#"    SELECT e.conversation, e.turn, e.id >> 40, NULL, e.ts_ms, NULL, NULL, e.outcome,
+           e.duration_ms, e.steps, e.tool_calls, e.output_bytes, e.tool_output_truncated,
+           e.alloc_bytes, e.freed_bytes, e.error
+"#
+    };
+}
+
 macro_rules! turns_view_by_ids {
     () => {
+        concat!(
         r#"-- One row per turn: its start joined with its end by (conversation, turn id). A turn sealed
 -- by the next boot has its end under that boot. Ends without a start (the start was never
 -- drained, or retention removed it) are listed with a NULL start.
 CREATE VIEW turns AS
-    SELECT s.conversation, s.turn, s.id >> 40 AS boot_no, s.ts_ms AS start_ts_ms,
-           e.ts_ms AS end_ts_ms, s.provider, s.model, e.outcome, e.duration_ms, e.steps,
-           e.tool_calls, e.output_bytes, e.tool_output_truncated, e.alloc_bytes,
-           e.freed_bytes, e.error
-    FROM turn_starts s
+"#,
+        turns_view_start_columns!(),
+        r#"    FROM turn_starts s
     LEFT JOIN turn_ends e ON e.conversation = s.conversation AND e.turn = s.turn
     UNION ALL
-    SELECT e.conversation, e.turn, e.id >> 40, NULL, e.ts_ms, NULL, NULL, e.outcome,
-           e.duration_ms, e.steps, e.tool_calls, e.output_bytes, e.tool_output_truncated,
-           e.alloc_bytes, e.freed_bytes, e.error
-    FROM turn_ends e
+"#,
+        turns_view_end_columns!(),
+        r#"    FROM turn_ends e
     WHERE NOT EXISTS (SELECT 1 FROM turn_starts s
                       WHERE s.conversation = e.conversation AND s.turn = e.turn);
 
 "#
+        )
     };
 }
 
@@ -366,7 +386,8 @@ CREATE TABLE rollup_top_turns (
 ///
 /// The backfill pairs existing rows through the old indexes before they are dropped: a start
 /// takes its first end by key, an end the first start that took it.
-const MIGRATION_4: &str = r#"
+const MIGRATION_4: &str = concat!(
+    r#"
 ALTER TABLE turn_starts ADD COLUMN end_id INTEGER;
 ALTER TABLE turn_ends ADD COLUMN start_id INTEGER;
 UPDATE turn_starts SET end_id = (
@@ -386,20 +407,18 @@ DROP VIEW turns;
 -- One row per turn start, with its paired end; then the ends without a stored start (never
 -- drained, retention removed it, or a second end of a turn already ended).
 CREATE VIEW turns AS
-    SELECT s.conversation, s.turn, s.id >> 40 AS boot_no, s.ts_ms AS start_ts_ms,
-           e.ts_ms AS end_ts_ms, s.provider, s.model, e.outcome, e.duration_ms, e.steps,
-           e.tool_calls, e.output_bytes, e.tool_output_truncated, e.alloc_bytes,
-           e.freed_bytes, e.error
-    FROM turn_starts s
+"#,
+    turns_view_start_columns!(),
+    r#"    FROM turn_starts s
     LEFT JOIN turn_ends e ON e.id = s.end_id
     UNION ALL
-    SELECT e.conversation, e.turn, e.id >> 40, NULL, e.ts_ms, NULL, NULL, e.outcome,
-           e.duration_ms, e.steps, e.tool_calls, e.output_bytes, e.tool_output_truncated,
-           e.alloc_bytes, e.freed_bytes, e.error
-    FROM turn_ends e
+"#,
+    turns_view_end_columns!(),
+    r#"    FROM turn_ends e
     WHERE e.start_id IS NULL
        OR NOT EXISTS (SELECT 1 FROM turn_starts s WHERE s.id = e.start_id AND s.end_id = e.id);
-"#;
+"#
+);
 
 /// The first schema version whose turns are paired by key (migration 4).
 pub const TURNS_PAIRED_SINCE: i64 = 4;
