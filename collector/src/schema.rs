@@ -47,8 +47,6 @@ const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4
 /// The schema version this build migrates to.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-/// Migration 1's `turns` view (joined by `(conversation, turn)`), which
-/// [`UNPAIR_TURNS_SQL`] puts back.
 /// The `turns` view's columns from a start `s` and its end `e` (both versions of the view).
 macro_rules! turns_view_start_columns {
     () => {
@@ -70,6 +68,8 @@ macro_rules! turns_view_end_columns {
     };
 }
 
+/// Migration 1's `turns` view (joined by `(conversation, turn)`), which
+/// [`UNPAIR_TURNS_SQL`] puts back.
 macro_rules! turns_view_by_ids {
     () => {
         concat!(

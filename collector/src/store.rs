@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use rusqlite::types::Value;
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::hours::HourSet;
 use crate::rows::{
@@ -818,11 +818,8 @@ fn pair_starts(tx: &Transaction<'_>, rows: &[KeyedRow]) -> rusqlite::Result<()> 
                 continue;
             }
         }
-        let end: Option<i64> = match find.query_row(params![conversation, turn], |q| q.get(0)) {
-            Ok(id) => Some(id),
-            Err(rusqlite::Error::QueryReturnedNoRows) => None,
-            Err(e) => return Err(e),
-        };
+        let end: Option<i64> =
+            find.query_row(params![conversation, turn], |q| q.get(0)).optional()?;
         if let Some(e) = end {
             tx.prepare_cached("UPDATE turn_starts SET end_id = ?2 WHERE id = ?1")?
                 .execute(params![r.id, e])?;
@@ -849,14 +846,10 @@ fn pair_ends(
          ORDER BY id LIMIT 1",
     )?;
     for r in rows {
-        let start = match turn_ids(r) {
+        let start: Option<i64> = match turn_ids(r) {
             None => None,
             Some((conversation, turn)) => {
-                match find.query_row(params![conversation, turn], |q| q.get(0)) {
-                    Ok(id) => Some(id),
-                    Err(rusqlite::Error::QueryReturnedNoRows) => None,
-                    Err(e) => return Err(e),
-                }
+                find.query_row(params![conversation, turn], |q| q.get(0)).optional()?
             }
         };
         if let Some(s) = start {
